@@ -5,6 +5,7 @@ fitted values end in ``_`` (``dimension_``, ``dimension_std_``). Look them up by
 :func:`get` / :func:`estimate`; :func:`register` plugs new ones in.
 """
 
+from .compare import DimensionEstimates, compare_estimators
 from .estimators import GRIDE, MLE, CorrelationDimension, LocalPCA, TwoNN
 from .local import local_dimension
 from .registry import available, estimate, get, register
@@ -29,5 +30,5 @@ def __getattr__(name):
 __all__ = [
     "TwoNN", "MLE", "GRIDE", "LocalPCA", "CorrelationDimension",
     "local_dimension", "scale_curve", "ScaleCurve", "layer_profile", "LayerProfile",
-    "estimate", "get", "available", "register",
+    "estimate", "get", "available", "register", "compare_estimators", "DimensionEstimates",
 ]

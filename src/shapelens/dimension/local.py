@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .._checks import as_points, check_int, warn
 from ..neighbors import knn

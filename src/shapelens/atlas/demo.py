@@ -1,0 +1,224 @@
+"""The built-in demo atlas: a small MLP trained on scikit-learn's handwritten digits.
+
+``run_demo`` is what ``shapelens atlas --demo`` runs. It needs no download: the digits (1797
+real 8x8 images, Alpaydin & Kaynak 1998) ship with scikit-learn. It trains a
+64-128-64-32-10 ReLU MLP with Adam on CPU (a few seconds on 2 cores), then assembles:
+
+1. the layer intrinsic-dimension profile (TwoNN and MLE), the curve whose rise-then-fall
+   ("hunchback") Ansuini et al. (2019) found in trained networks;
+2. the intrinsic dimension of the digits themselves by every estimator.
+
+The atlas computes nothing of its own: the numbers come from :mod:`shapelens.dimension`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..dimension.compare import DEFAULT_METHODS, DimensionEstimates, compare_estimators
+from .report import AtlasPaths, Section, Table, write_atlas
+
+__all__ = ["run_demo", "make_mlp"]
+
+# demo training: few, large steps (fast even when the 2 cores are shared), ~97% test accuracy
+_BATCH = 256
+_LR = 5e-3
+
+
+# --------------------------------------------------------------------------- demo
+
+def make_mlp(widths: Sequence[int] = (64, 128, 64, 32, 10)) -> nn.Sequential:
+    """A plain ReLU MLP ``widths[0] -> ... -> widths[-1]`` with named layers fc1, relu1, ..., out."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    n = len(widths) - 1
+    for i in range(n):
+        name = "out" if i == n - 1 else f"fc{i + 1}"
+        layers[name] = nn.Linear(widths[i], widths[i + 1])
+        if i < n - 1:
+            layers[f"relu{i + 1}"] = nn.ReLU()
+    return nn.Sequential(layers)
+
+
+def _train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float, seed: int) -> list[float]:
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    losses = []
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(X.shape[0], generator=g)
+        total = 0.0
+        for s in range(0, X.shape[0], batch_size):
+            idx = perm[s:s + batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(X[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / X.shape[0])
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    return float((model(X).argmax(dim=1) == y).float().mean())
+
+
+def _estimates_table(est: DimensionEstimates) -> Table:
+    rows = tuple(
+        (est.label(i), float(est.dimensions[i]), float(est.dimension_std[i]), int(est.n_points[i]), float(est.times[i]))
+        for i in range(len(est.methods))
+    )
+    return Table(columns=("method", "dimension", "± std", "N used", "time (s)"), rows=rows, digits=2)
+
+
+def _profile_line(profile) -> str:
+    return ", ".join(f"{name} {d:.1f}" for name, d in zip(profile.layers, profile.dimensions))
+
+
+def run_demo(out_dir: str | Path = "atlas", seed: int = 0, *, epochs: int = 25, test_fraction: float = 0.2) -> AtlasPaths:
+    """Train a small MLP on scikit-learn's digits and write the demo atlas into ``out_dir``.
+
+    Deterministic for a given ``seed`` on a given machine: the data split, the weight
+    initialisation and the batch order are all seeded (the global torch RNG is forked, so
+    the caller's random state is left untouched); training runs on the CPU.
+
+    Returns the :class:`AtlasPaths` of ``index.html``, ``atlas.json`` and the figures, with
+    a one-line summary per section. Train/test accuracy, timings and the seed are in
+    ``atlas.json``'s ``meta``.
+    """
+    from .. import dimension
+    from ..data import digits
+
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    t0 = time.perf_counter()
+    X_np, y_np = digits()
+    n = X_np.shape[0]
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(test_fraction * n))
+    test_idx, train_idx = perm[:n_test], perm[n_test:]
+    X = torch.from_numpy(X_np)
+    y = torch.from_numpy(y_np)
+    timings["load_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = make_mlp()
+        losses = _train(model, X[train_idx], y[train_idx], epochs=epochs, batch_size=_BATCH, lr=_LR, seed=seed)
+    train_acc = _accuracy(model, X[train_idx], y[train_idx])
+    test_acc = _accuracy(model, X[test_idx], y[test_idx])
+    timings["train_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    prof_twonn = dimension.layer_profile(model, X, layers="auto", estimator="twonn", device="cpu")
+    timings["profile_twonn_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    prof_mle = dimension.layer_profile(model, X, layers="auto", estimator="mle", device="cpu", k=20)
+    timings["profile_mle_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    data_ids = compare_estimators(X_np, DEFAULT_METHODS, seed=seed, device="cpu")
+    timings["data_id_s"] = time.perf_counter() - t0
+
+    # the input (pixel) space's ID from the data section, as the profile's starting point
+    def _data_id(method: str) -> tuple[float, float]:
+        i = data_ids.methods.index(method)
+        return float(data_ids.dimensions[i]), float(data_ids.dimension_std[i])
+
+    in_t, in_t_std = _data_id("twonn")
+    in_m, in_m_std = _data_id("mle")
+    profile_rows = (("input (pixels)", int(X_np.shape[1]), in_t, in_t_std, in_m, in_m_std),) + tuple(
+        (name, int(amb), float(d_t), float(s_t), float(d_m), float(s_m))
+        for name, amb, d_t, s_t, d_m, s_m in zip(
+            prof_twonn.layers,
+            prof_twonn.ambient_dims,
+            prof_twonn.dimensions,
+            prof_twonn.dimension_std,
+            prof_mle.dimensions,
+            prof_mle.dimension_std,
+        )
+    )
+
+    def plot_profiles(ax):
+        for prof, value, label in ((prof_twonn, in_t, "TwoNN"), (prof_mle, in_m, "MLE")):
+            prof.plot(ax=ax)
+            color = ax.containers[-1][0].get_color() if ax.containers else None
+            ax.axhline(value, linestyle="--", linewidth=1, color=color, alpha=0.7, label=f"{label} ID of the input pixels")
+        ax.set_title(f"Layer intrinsic dimension of an MLP on {n} digits (test accuracy {100 * test_acc:.1f}%)")
+        ax.legend(loc="best", fontsize=8)
+
+    sections = [
+        Section(
+            id="layer-id-profile",
+            title="Layer intrinsic-dimension profile",
+            text=(
+                f"How many independent directions each layer's representation of all {n} digits really uses, "
+                "estimated by TwoNN (Facco et al. 2017) and MLE with k=20 (Levina & Bickel 2005), against the "
+                "layer's width; dashed lines mark the dimension of the input pixels. Across the layers of deep trained networks the intrinsic dimension typically first "
+                "rises, then falls towards the output (the 'hunchback' of Ansuini et al. 2019), and a low "
+                "last-hidden-layer dimension goes with good generalisation; compare the first layer with the "
+                "dashed lines to see whether it expands or compresses the data."
+            ),
+            result={"twonn": prof_twonn, "mle": prof_mle},
+            summary=(
+                f"TwoNN: input {in_t:.1f} -> {_profile_line(prof_twonn)} | "
+                f"MLE(k=20): input {in_m:.1f} -> {_profile_line(prof_mle)}"
+            ),
+            table=Table(
+                columns=("layer", "width", "TwoNN ID", "± std", "MLE ID (k=20)", "± std"),
+                rows=profile_rows,
+            ),
+            plot=plot_profiles,
+            figure_alt="Layer intrinsic-dimension profile (TwoNN and MLE) of the digits MLP",
+        ),
+        Section(
+            id="data-id",
+            title="Intrinsic dimension of the digits",
+            text=(
+                f"The intrinsic dimension of the {n} input images ({data_ids.ambient_dim} pixels each) by every "
+                "estimator. The estimators look at different scales (nearest-neighbour ratios, k-neighbourhoods, "
+                "local PCA, pair counts), so they disagree on real data; their spread is part of the answer, "
+                "not an error."
+            ),
+            result=data_ids,
+            summary=", ".join(f"{data_ids.label(i)} {d:.2f}" for i, d in enumerate(data_ids.dimensions)),
+            table=_estimates_table(data_ids),
+            figure_alt="Intrinsic dimension of the digits by every estimator",
+        ),
+    ]
+    timings["analyses_total_s"] = time.perf_counter() - t_all
+    meta = {
+        "seed": seed,
+        "dataset": f"scikit-learn digits ({n} images, 8x8 = 64 pixels, scaled to [0, 1])",
+        "model": "MLP 64-128-64-32-10, ReLU",
+        "training": f"Adam lr={_LR:g}, batch {_BATCH}, {epochs} epochs, {len(train_idx)} train / {n_test} test images, CPU",
+        "train_accuracy": train_acc,
+        "test_accuracy": test_acc,
+        "final_train_loss": losses[-1] if losses else float("nan"),
+        "torch_threads": torch.get_num_threads(),
+        "timings": timings,
+    }
+    intro = (
+        f"Demo atlas: a 64-128-64-32-10 ReLU MLP trained for {epochs} epochs on {len(train_idx)} of scikit-learn's "
+        f"{n} handwritten digits reaches {100 * train_acc:.1f}% train and {100 * test_acc:.1f}% test accuracy "
+        f"(seed {seed}). Below: the intrinsic dimension of its layers and of the data."
+    )
+    return write_atlas(
+        sections,
+        out_dir,
+        title="shapelens atlas: MLP on handwritten digits",
+        meta=meta,
+        intro=intro,
+    )

@@ -1,0 +1,259 @@
+"""The ``shapelens`` command line (Typer).
+
+Every subcommand is a thin layer over a library call:
+
+* ``shapelens dimension FILE`` -> :func:`shapelens.io.load_points` +
+  :func:`shapelens.dimension.compare_estimators` (estimators of :mod:`shapelens.dimension`);
+* ``shapelens atlas --demo`` -> :func:`shapelens.atlas.demo.run_demo`.
+
+Bad input (a missing or unreadable file, an unknown estimator, data an estimator cannot
+use) ends with exit status 2 and one line on stderr saying what to do, never a traceback.
+"""
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import List, NoReturn, Optional
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(
+    name="shapelens",
+    help="Measure the shape of neural networks and their data: intrinsic dimension, layer profiles, the atlas report.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+#: exit status for bad input (file, estimator name, data), as for usage errors
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print ``shapelens: error: ...`` on one line to stderr and exit with ``code``."""
+    typer.echo(f"shapelens: error: {_one_line(message)}", err=True)
+    raise typer.Exit(code)
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def _echo_warnings(caught: List[warnings.WarningMessage]) -> None:
+    seen = set()
+    for w in caught:
+        text = _one_line(w.message)
+        if text not in seen:
+            seen.add(text)
+            typer.echo(f"shapelens: warning: {text}", err=True)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"shapelens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the shapelens version and exit."
+    ),
+) -> None:
+    """shapelens: measure the shape, symmetry and structure of neural networks."""
+
+
+# --------------------------------------------------------------------------- dimension
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "-" if value != value else f"{value:.{digits}f}"  # NaN -> "-"
+
+
+@app.command()
+def dimension(
+    file: Path = typer.Argument(
+        ...,
+        help="Point cloud of shape (N, D): .npy, .npz, .pt/.pth, .safetensors, .csv, .tsv or .txt.",
+        show_default=False,
+    ),
+    method: Optional[List[str]] = typer.Option(
+        None,
+        "--method",
+        "-m",
+        help="Estimator(s): twonn, mle, gride, lpca, corr, or 'all'. Repeat the option or separate with commas. "
+        "Default: twonn, mle, gride, lpca, corr.",
+        show_default=False,
+    ),
+    k: Optional[int] = typer.Option(
+        None,
+        "--k",
+        "-k",
+        min=2,
+        help="Neighbours for the k-based estimators (mle, lpca). Default: each estimator's own (mle 20, lpca 50).",
+        show_default=False,
+    ),
+    key: Optional[str] = typer.Option(
+        None, "--key", help="Array to read from a file holding several (.npz, .pt dict, .safetensors).", show_default=False
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1, ... or auto (CUDA when available)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the estimators that sample (lpca centres, corr subsets)."),
+    allow_pickle: bool = typer.Option(
+        False,
+        "--allow-pickle",
+        help="Allow pickled .npy/.npz/.pt content. Unpickling can execute arbitrary code: only for files you trust.",
+    ),
+) -> None:
+    """Estimate the intrinsic dimension of the point cloud in FILE with one or several estimators.
+
+    Prints a table (method, dimension, uncertainty, N, D, time) or, with --json, a JSON object.
+    """
+    from ._checks import as_points, resolve_device
+    from .dimension.compare import compare_estimators, resolve_methods
+    from .io import LoadError, load_points
+
+    try:
+        methods = resolve_methods(method)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        dev = resolve_device(device)
+    except (ValueError, RuntimeError) as exc:
+        msg = str(exc) if isinstance(exc, ValueError) else f"unknown device {device!r}"
+        _fail(f"{msg}; use --device cpu, cuda or auto.")
+
+    try:
+        X = load_points(file, key=key, allow_pickle=allow_pickle)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    except LoadError as exc:
+        _fail(str(exc))
+    label = f"{file}" + (f" [{key}]" if key else "")
+    try:
+        Xt = as_points(X, name=label)
+    except (ValueError, TypeError) as exc:
+        _fail(str(exc))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        try:
+            res = compare_estimators(Xt, methods, k=k, seed=seed, device=str(dev), on_error="record")
+        except ValueError as exc:
+            _fail(str(exc))
+        total = time.perf_counter() - t0
+    _echo_warnings(caught)
+
+    if as_json:
+        from ._results import jsonable
+
+        doc = {
+            "file": str(file),
+            "key": key,
+            "n_samples": res.n_samples,
+            "ambient_dim": res.ambient_dim,
+            "device": str(dev),
+            "seed": seed,
+            "shapelens_version": __version__,
+            "results": [
+                {
+                    "method": res.methods[i],
+                    "estimator": res.estimators[i],
+                    "params": res.params[i],
+                    "dimension": float(res.dimensions[i]),
+                    "dimension_std": float(res.dimension_std[i]),
+                    "n_points": int(res.n_points[i]),
+                    "ambient_dim": res.ambient_dim,
+                    "time_s": float(res.times[i]),
+                    "error": res.errors[i] if res.errors else None,
+                }
+                for i in range(len(res.methods))
+            ],
+            "total_time_s": total,
+        }
+        typer.echo(json.dumps(jsonable(doc), indent=2))
+    else:
+        header = ("method", "dimension", "uncertainty", "N", "D", "time")
+        rows = []
+        for i in range(len(res.methods)):
+            failed = bool(res.errors and res.errors[i])
+            std = float(res.dimension_std[i])
+            rows.append(
+                (
+                    res.label(i),
+                    "failed" if failed else _fmt(float(res.dimensions[i])),
+                    "" if failed else ("-" if std != std else f"± {std:.2f}"),
+                    str(res.n_samples if failed else int(res.n_points[i])),
+                    str(res.ambient_dim),
+                    f"{res.times[i]:.2f} s",
+                )
+            )
+        widths = [max(len(h), *(len(r[j]) for r in rows)) for j, h in enumerate(header)]
+        typer.echo(f"{label}: {res.n_samples} points in {res.ambient_dim} dimensions (device {dev})")
+
+        def line(cells):
+            return "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths)))
+
+        typer.echo(line(header))
+        typer.echo("  ".join("-" * w for w in widths))
+        for r in rows:
+            typer.echo(line(r))
+
+    failed = [(m, e) for m, e in zip(res.methods, res.errors or ()) if e]
+    if failed:
+        ok = [m for m, e in zip(res.methods, res.errors) if not e]
+        hint = f" (or leave it out: --method {','.join(ok)})" if ok else ""
+        for m, e in failed:
+            typer.echo(f"shapelens: error: {m}: {_one_line(e).rstrip('.')}{hint}.", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+# --------------------------------------------------------------------------- atlas
+
+@app.command()
+def atlas(
+    demo: bool = typer.Option(
+        False, "--demo", help="Train a small MLP on scikit-learn's digits (seconds, CPU) and write its atlas."
+    ),
+    out: Path = typer.Option(Path("atlas"), "--out", "-o", help="Folder to write index.html, atlas.json and figures/ into."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the data split, initialisation and batch order."),
+) -> None:
+    """Write the atlas: a self-contained index.html (figures embedded) and atlas.json."""
+    if not demo:
+        _fail(
+            "only the built-in demo atlas is supported in this version: run `shapelens atlas --demo` "
+            "(atlases of your own model and data will come with a later version)."
+        )
+    from .atlas.demo import run_demo
+
+    typer.echo("training a 64-128-64-32-10 MLP on scikit-learn's digits and measuring its layers ...", err=True)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            paths = run_demo(out, seed)
+        except OSError as exc:
+            _fail(f"could not write the atlas into {out} ({exc}); pass a writable folder with --out.")
+    _echo_warnings(caught)
+    elapsed = time.perf_counter() - t0
+    meta = paths.meta
+    typer.echo(f"wrote {paths.html}")
+    typer.echo(f"      {paths.json}")
+    for fig in paths.figures:
+        typer.echo(f"      {fig}")
+    acc = ""
+    if "train_accuracy" in meta and "test_accuracy" in meta:
+        acc = f"train accuracy {100 * meta['train_accuracy']:.1f}%, test accuracy {100 * meta['test_accuracy']:.1f}%, "
+    typer.echo(f"model: {acc}seed {seed}, {elapsed:.1f} s in all")
+    for sid, title, summary in paths.summaries:
+        typer.echo(f"[{sid}] {title}: {summary}")
+    typer.echo(f"open {paths.html} in a browser.")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

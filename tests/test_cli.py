@@ -1,0 +1,223 @@
+"""The ``shapelens`` command: dimension estimates on files of known dimension, JSON output,
+the demo atlas, and bad input ending with exit status 2 and a one-line message."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from shapelens import __version__
+from shapelens.cli import app
+from shapelens.data import linear_subspace
+
+runner = CliRunner()
+
+TRUE_DIM = 3
+
+
+@pytest.fixture(scope="module")
+def cloud():
+    """2000 points on a random 3-dimensional linear subspace of R^10."""
+    m = linear_subspace(2000, TRUE_DIM, ambient=10, seed=0)
+    assert m.X.shape == (2000, 10) and m.dimension == TRUE_DIM
+    return m.X
+
+
+@pytest.fixture(scope="module")
+def files(cloud, tmp_path_factory):
+    d = tmp_path_factory.mktemp("clouds")
+    npy = d / "sub3.npy"
+    np.save(npy, cloud.astype(np.float32))
+    csv = d / "sub3.csv"
+    header = ",".join(f"x{i}" for i in range(cloud.shape[1]))
+    np.savetxt(csv, cloud, delimiter=",", header=header, comments="")
+    npz = d / "two.npz"
+    np.savez(npz, noise=np.random.default_rng(1).normal(size=(500, 10)), sub3=cloud)
+    pt = d / "acts.pt"
+    torch.save({"sub3": torch.from_numpy(cloud.astype(np.float32))}, pt)
+    return {"npy": npy, "csv": csv, "npz": npz, "pt": pt, "dir": d}
+
+
+def _row_value(output: str, method: str) -> float:
+    """The dimension printed in the table row that starts with ``method``."""
+    for line in output.splitlines():
+        if line.startswith(method + " ") or line.startswith(method + "("):
+            m = re.search(r"\)?\s+(\d+\.\d+)\s", line)
+            assert m, line
+            return float(m.group(1))
+    raise AssertionError(f"no row for {method!r} in:\n{output}")
+
+
+def _assert_clean_error(result, *fragments):
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    err_lines = [l for l in result.stderr.splitlines() if l.startswith("shapelens: error:")]
+    assert err_lines, result.stderr
+    text = "\n".join(err_lines)
+    for f in fragments:
+        assert f in text, (f, text)
+
+
+# --------------------------------------------------------------------------- dimension
+
+def test_dimension_table_default_methods_on_npy(files):
+    result = runner.invoke(app, ["dimension", str(files["npy"])])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "2000 points in 10 dimensions" in out
+    header = out.splitlines()[1].split()
+    assert header == ["method", "dimension", "uncertainty", "N", "D", "time"]
+    for method in ("twonn", "mle", "gride", "lpca", "corr"):
+        value = _row_value(out, method)
+        assert abs(value - TRUE_DIM) <= 0.1 * TRUE_DIM, (method, value)
+    twonn_row = next(l for l in out.splitlines() if l.startswith("twonn"))
+    assert "±" in twonn_row and " 2000 " in twonn_row and " 10 " in twonn_row
+
+
+def test_dimension_twonn_on_csv_with_header(files):
+    result = runner.invoke(app, ["dimension", str(files["csv"]), "--method", "twonn"])
+    assert result.exit_code == 0, result.output
+    assert abs(_row_value(result.stdout, "twonn") - TRUE_DIM) <= 0.1 * TRUE_DIM
+    assert "mle" not in result.stdout
+
+
+def test_dimension_json_parses_and_matches_ground_truth(files):
+    result = runner.invoke(app, ["dimension", str(files["csv"]), "-m", "twonn", "-m", "mle", "--k", "10", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["n_samples"] == 2000 and doc["ambient_dim"] == 10
+    assert doc["shapelens_version"] == __version__
+    assert [r["method"] for r in doc["results"]] == ["twonn", "mle"]
+    for r in doc["results"]:
+        assert abs(r["dimension"] - TRUE_DIM) <= 0.1 * TRUE_DIM, r
+        assert r["dimension_std"] > 0 and r["error"] is None and r["n_points"] == 2000
+    assert doc["results"][1]["params"]["k"] == 10  # --k reaches the k-based estimator
+
+
+def test_dimension_json_matches_library(files, cloud):
+    from shapelens.dimension import MLE, TwoNN
+
+    result = runner.invoke(app, ["dimension", str(files["npy"]), "-m", "twonn,mle", "--json"])
+    doc = json.loads(result.stdout)
+    X = cloud.astype(np.float32)
+    assert doc["results"][0]["dimension"] == pytest.approx(TwoNN().fit(X).dimension_, rel=1e-9)
+    assert doc["results"][1]["dimension"] == pytest.approx(MLE(k=20).fit(X).dimension_, rel=1e-9)
+
+
+def test_dimension_all_and_aliases(files):
+    from shapelens.dimension import available
+
+    result = runner.invoke(app, ["dimension", str(files["npy"]), "--method", "all", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["method"] for r in json.loads(result.stdout)["results"]] == list(available())
+    result = runner.invoke(app, ["dimension", str(files["npy"]), "-m", "2nn", "-m", "twonn", "--json"])
+    assert [r["method"] for r in json.loads(result.stdout)["results"]] == ["twonn"]
+
+
+def test_dimension_keyed_files(files):
+    for name in ("npz", "pt"):
+        result = runner.invoke(app, ["dimension", str(files[name]), "--key", "sub3", "-m", "twonn", "--json"])
+        assert result.exit_code == 0, result.output
+        assert abs(json.loads(result.stdout)["results"][0]["dimension"] - TRUE_DIM) <= 0.1 * TRUE_DIM
+
+
+# --------------------------------------------------------------------------- bad input -> exit 2
+
+def test_missing_file(files):
+    _assert_clean_error(runner.invoke(app, ["dimension", str(files["dir"] / "nope.npy")]), "no such file")
+
+
+def test_unknown_method(files):
+    result = runner.invoke(app, ["dimension", str(files["npy"]), "--method", "foo"])
+    _assert_clean_error(result, "unknown estimator 'foo'", "twonn", "mle")
+
+
+def test_unsupported_extension(files):
+    path = files["dir"] / "points.parquet"
+    path.write_bytes(b"PAR1")
+    _assert_clean_error(runner.invoke(app, ["dimension", str(path)]), "unsupported file extension", ".npy", ".safetensors")
+
+
+def test_npz_needs_key(files):
+    _assert_clean_error(runner.invoke(app, ["dimension", str(files["npz"])]), "'noise', 'sub3'", "--key")
+
+
+def test_pickled_file_refused_and_flag_named(files):
+    path = files["dir"] / "objects.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    _assert_clean_error(runner.invoke(app, ["dimension", str(path)]), "arbitrary code", "--allow-pickle")
+
+
+def test_nan_in_file(files, cloud):
+    bad = cloud.copy()
+    bad[5, 2] = np.nan
+    path = files["dir"] / "nan.npy"
+    np.save(path, bad)
+    _assert_clean_error(runner.invoke(app, ["dimension", str(path)]), "1 NaN", "first rows: [5]")
+
+
+def test_one_dimensional_array(files):
+    path = files["dir"] / "flat.npy"
+    np.save(path, np.arange(10.0))
+    _assert_clean_error(runner.invoke(app, ["dimension", str(path)]), "must be 2-D", "reshape")
+
+
+def test_too_few_points_for_some_methods(files, cloud):
+    path = files["dir"] / "small.npy"
+    np.save(path, cloud[:30])
+    result = runner.invoke(app, ["dimension", str(path)])
+    # the estimators that can run still print; the others say what they need and how to skip them
+    assert "twonn" in result.stdout and "failed" in result.stdout
+    _assert_clean_error(result, "lpca:", "at least 51", "--method twonn")
+
+
+def test_bad_device(files):
+    _assert_clean_error(runner.invoke(app, ["dimension", str(files["npy"]), "--device", "tpu"]), "device", "--device cpu")
+
+
+def test_atlas_without_demo_exits_2():
+    _assert_clean_error(runner.invoke(app, ["atlas"]), "only the built-in demo", "shapelens atlas --demo")
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"shapelens {__version__}"
+
+
+def test_real_process_exit_status_and_one_line(files):
+    """Outside CliRunner: a real interpreter exits 2 with a single stderr line, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "shapelens.cli", "dimension", str(files["dir"] / "missing.csv")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("shapelens: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- atlas --demo
+
+def test_atlas_demo_prints_paths_and_summaries(tmp_path):
+    out = tmp_path / "atlas"
+    result = runner.invoke(app, ["atlas", "--demo", "--out", str(out), "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert str(out / "index.html") in text and str(out / "atlas.json") in text
+    assert (out / "index.html").is_file() and (out / "atlas.json").is_file()
+    m = re.search(r"test accuracy (\d+\.\d)%", text)
+    assert m and float(m.group(1)) > 90
+    line = next(l for l in text.splitlines() if l.startswith("[layer-id-profile]"))
+    assert "TwoNN:" in line and "fc1" in line and "out" in line
+    assert any(l.startswith("[data-id]") for l in text.splitlines())
+    # the printed TwoNN numbers are the ones in atlas.json
+    doc = json.loads((out / "atlas.json").read_text())
+    dims = doc["sections"][0]["result"]["twonn"]["dimensions"]
+    printed = [float(x) for x in re.findall(r"(?:fc\d|out) (\d+\.\d)", line.split("|")[0])]
+    assert printed == pytest.approx([round(d, 1) for d in dims], abs=0.051)
