@@ -52,6 +52,19 @@ def _train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int, b
     loss_fn = nn.CrossEntropyLoss()
     losses = []
     model.train()
+    # a model this small gains nothing from a thread pool, and a pool whose cores are busy with
+    # other processes spin-waits (training took 30x longer under load); restore the setting after
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _epochs(model, X, y, epochs, batch_size, g, opt, loss_fn, losses)
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    return losses
+
+
+def _epochs(model, X, y, epochs, batch_size, g, opt, loss_fn, losses):
     for _ in range(epochs):
         perm = torch.randperm(X.shape[0], generator=g)
         total = 0.0
@@ -63,8 +76,6 @@ def _train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int, b
             opt.step()
             total += float(loss.detach()) * len(idx)
         losses.append(total / X.shape[0])
-    model.eval()
-    return losses
 
 
 @torch.no_grad()
