@@ -84,7 +84,7 @@ def test_gride_first_scale_is_the_twonn_likelihood():
     d = knn(m.X, 2).distances.numpy()
     closed = len(d) / np.log(d[:, 1] / d[:, 0]).sum()  # MLE of the Pareto exponent
     g = dm.GRIDE(n1=1, n2=2).fit(m.X)
-    assert g.dimension_ == pytest.approx(closed, rel=1e-9)
+    assert g.dimension_ == pytest.approx(closed, rel=1e-12)
     # the numerical optimum for n2 - n1 > 1 is a stationary point of the likelihood
     g4 = dm.GRIDE(n1=2, n2=4).fit(m.X)
     from shapelens.dimension.estimators import _gride_loglik
@@ -135,14 +135,14 @@ def test_local_dimension_matches_formula_and_reference_protocol():
     dist, _ = NearestNeighbors(n_neighbors=21).fit(X).kneighbors(X)
     r = dist[:, 1:]
     want = -20 / np.log(r / r[:, -1:]).sum(axis=1)  # Ma et al. 2018, eq. (3)
-    np.testing.assert_allclose(lid, want, rtol=1e-10)
+    np.testing.assert_allclose(lid, want, rtol=1e-4)  # float32 distances
     # against a reference batch that contains the points themselves: the self match is skipped
     lid_ref = dm.local_dimension(X[:50], k=20, reference=X)
-    np.testing.assert_allclose(lid_ref, want[:50], rtol=1e-10)
+    np.testing.assert_allclose(lid_ref, want[:50], rtol=1e-4)
     # queries outside the reference use their k nearest reference points
     Q = rng.standard_normal((10, 5))
     dq, _ = NearestNeighbors(n_neighbors=20).fit(X).kneighbors(Q)
-    np.testing.assert_allclose(dm.local_dimension(Q, k=20, reference=X), -20 / np.log(dq / dq[:, -1:]).sum(1), rtol=1e-10)
+    np.testing.assert_allclose(dm.local_dimension(Q, k=20, reference=X), -20 / np.log(dq / dq[:, -1:]).sum(1), rtol=1e-4)
 
 
 def test_local_dimension_mean_tracks_true_dimension():
@@ -163,7 +163,7 @@ def test_duplicates_are_dropped_with_warning_and_answer_is_finite(method):
         est = dm.get(method).fit(X)
     assert math.isfinite(est.dimension_) and est.n_duplicates_ == 350 and est.n_points_ == 2000
     clean = dm.get(method).fit(m.X).dimension_
-    assert est.dimension_ == pytest.approx(clean, rel=1e-9)
+    assert est.dimension_ == pytest.approx(clean, rel=1e-5)  # same points, another order
 
 
 def test_local_dimension_with_duplicates_is_finite():
@@ -217,7 +217,7 @@ def test_integer_float16_and_tensor_inputs_give_same_answer():
     Xi = np.round(m.X * 1000).astype(np.int32)
     a = dm.TwoNN().fit(Xi).dimension_
     b = dm.TwoNN().fit(torch.from_numpy(Xi.astype(np.float32))).dimension_
-    assert a == pytest.approx(b, rel=1e-12)
+    assert a == pytest.approx(b, rel=1e-6)
     c = dm.TwoNN().fit(m.X.astype(np.float16)).dimension_
     assert abs(c - 2) < 0.3
 

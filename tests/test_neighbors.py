@@ -14,6 +14,17 @@ def _sk(X, k, Q=None):
     return (d[:, 1:], i[:, 1:]) if Q is None else (d, i)
 
 
+def _same_up_to_ties(X, got, want):
+    """Indices agree, except for swaps of neighbours equidistant to float32 precision."""
+    X = X.astype(np.float64)
+    rows, cols = np.nonzero(got != want)
+    assert len(rows) <= 0.001 * got.size
+    for r, c in zip(rows, cols):
+        a = np.linalg.norm(X[r] - X[got[r, c]])
+        b = np.linalg.norm(X[r] - X[want[r, c]])
+        assert abs(a - b) <= 1e-5 * b, (r, c, a, b)
+
+
 @pytest.mark.parametrize("n,d,k,budget", [(700, 3, 10, None), (1500, 40, 20, 300_000), (300, 784, 5, 2_000_000)])
 def test_self_knn_matches_sklearn(n, d, k, budget):
     rng = np.random.default_rng(n)
@@ -22,8 +33,9 @@ def test_self_knn_matches_sklearn(n, d, k, budget):
     dist, idx = res
     sd, si = _sk(X, k)
     assert dist.shape == (n, k) and idx.shape == (n, k)
-    np.testing.assert_allclose(dist.numpy(), sd, rtol=1e-9, atol=1e-9)
-    assert (idx.numpy() == si).mean() == 1.0
+    # float32 points: distances to float32 accuracy (centred expansion)
+    np.testing.assert_allclose(dist.numpy(), sd, rtol=1e-5)
+    _same_up_to_ties(X, idx.numpy(), si)
     assert not (idx.numpy() == np.arange(n)[:, None]).any(), "self must be excluded"
     assert res.n_duplicates == 0
 
@@ -33,8 +45,8 @@ def test_small_budget_gives_same_answer_as_large():
     X = rng.random((2000, 16)).astype(np.float32)
     a = knn(X, 7, memory_budget=200_000)  # blocks of ~100 rows: many off-diagonal blocks
     b = knn(X, 7)
-    assert torch.equal(a.indices, b.indices)
-    assert torch.equal(a.distances, b.distances)
+    _same_up_to_ties(X, a.indices.numpy(), b.indices.numpy())
+    torch.testing.assert_close(a.distances, b.distances, rtol=1e-6, atol=0)
 
 
 def test_reference_queries_match_sklearn_and_find_themselves():
@@ -43,9 +55,25 @@ def test_reference_queries_match_sklearn_and_find_themselves():
     Q = np.vstack([rng.random((50, 12)), R[:5]]).astype(np.float32)
     dist, idx = knn(Q, 6, reference=R, memory_budget=100_000)
     sd, si = _sk(R, 6, Q)
-    np.testing.assert_allclose(dist.numpy(), sd, atol=1e-9)
+    np.testing.assert_allclose(dist.numpy(), sd, rtol=1e-5, atol=1e-6)
     assert (idx.numpy() == si).all()
     assert (dist[-5:, 0] == 0).all() and (idx[-5:, 0].numpy() == np.arange(5)).all()
+
+
+def test_near_duplicates_are_measured_exactly_in_float64():
+    """Two float64 points 1e-10 apart collapse to one float32 value; the rows at risk of
+    cancellation are re-measured in the caller's precision, so they stay distinct."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((500, 3)) * 3 + 10
+    X[1] = X[0] + np.array([1e-10, 0, 0])
+    X[3] = X[2] + np.array([0, 3e-9, 4e-9])
+    dist, idx = knn(X, 2)
+    assert dist[0, 0].item() == pytest.approx(1e-10, rel=1e-5) and idx[0, 0] == 1
+    assert dist[2, 0].item() == pytest.approx(5e-9, rel=1e-6) and idx[2, 0] == 3
+    # scikit-learn's float64 expansion loses these pairs (it returns 0); elsewhere we agree
+    sd, si = _sk(X, 2)
+    np.testing.assert_allclose(dist.numpy()[4:], sd[4:], rtol=1e-5)
+    assert (sd[:4, 0] < 1e-7).all()
 
 
 def test_duplicates_are_reported_not_hidden():
