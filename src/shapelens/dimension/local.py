@@ -7,7 +7,7 @@ import numpy as np
 from .._checks import as_points, check_int, warn
 from ..neighbors import knn
 
-__all__ = ["local_dimension", "nonzero_neighbour_distances"]
+__all__ = ["local_dimension", "lid_from_distances", "nonzero_neighbour_distances"]
 
 
 def nonzero_neighbour_distances(X, k: int, reference=None, *, device="auto", memory_budget=None) -> np.ndarray:
@@ -39,6 +39,26 @@ def nonzero_neighbour_distances(X, k: int, reference=None, *, device="auto", mem
     mask = cols < nz[:, None]
     out[mask] = dist[:, :k][mask]
     return out, zeros
+
+
+def lid_from_distances(dist: np.ndarray) -> np.ndarray:
+    """Ma et al. (2018)'s maximum-likelihood LID from each row's ``k`` smallest non-zero
+    neighbour distances, ascending: ``-k / sum_i log(r_i / r_k)``.
+
+    Rows containing ``nan`` (fewer than ``k`` distinct neighbours) give 0; rows whose ``k``
+    distances are all equal give ``inf``. Shared by :func:`local_dimension` and the LID
+    features of :class:`shapelens.detect.LIDDetector`.
+    """
+    dist = np.asarray(dist, dtype=np.float64)
+    k = dist.shape[1]
+    valid = np.all(np.isfinite(dist), axis=1)
+    lid = np.zeros(dist.shape[0])
+    if valid.any():
+        d = dist[valid]
+        s = np.log(d / d[:, -1:]).sum(axis=1)  # <= 0, zero only if all k distances are equal
+        with np.errstate(divide="ignore"):
+            lid[valid] = np.where(s < 0, -k / s, np.inf)
+    return lid
 
 
 def local_dimension(X, k: int = 20, reference=None, *, device="auto", memory_budget=None) -> np.ndarray:
@@ -77,13 +97,8 @@ def local_dimension(X, k: int = 20, reference=None, *, device="auto", memory_bud
     n_dup = int(((zeros - own) > 0).sum()) if reference is None else int((zeros > 1).sum())
     if n_dup:
         warn(f"{n_dup} points have exact duplicates among their neighbours; the first k non-zero neighbours were used.")
+    lid = lid_from_distances(dist)
     valid = np.all(np.isfinite(dist), axis=1)
-    lid = np.zeros(dist.shape[0])
-    if valid.any():
-        d = dist[valid]
-        s = np.log(d / d[:, -1:]).sum(axis=1)  # <= 0, zero only if all k distances are equal
-        with np.errstate(divide="ignore"):
-            lid[valid] = np.where(s < 0, -k / s, np.inf)
     if not valid.all():
         warn(f"{int((~valid).sum())} points have fewer than k={k} distinct neighbours (constant data around them); their LID is 0.")
     if np.isinf(lid).any():
