@@ -68,8 +68,17 @@ def distinct_points(X: torch.Tensor) -> tuple[torch.Tensor, int]:
 
     Duplicates put a zero at the first neighbour distance, which sends ratio and
     log-distance estimators to infinity; the distinct points carry the same geometry.
+
+    A random projection screens first: exact duplicates share their projection, so when
+    no two projections collide there is nothing to drop, and the exact (sorting, memory
+    hungry) ``torch.unique`` runs only when some do.
     """
     n = X.shape[0]
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(X.shape[1], 1, generator=g, dtype=X.dtype).to(X.device)
+    proj = (X @ r).flatten()
+    if torch.unique(proj).numel() == n:
+        return X, 0
     uniq = torch.unique(X, dim=0)
     n_dup = n - int(uniq.shape[0])
     if n_dup:
@@ -77,7 +86,6 @@ def distinct_points(X: torch.Tensor) -> tuple[torch.Tensor, int]:
             f"{n_dup} of {n} points are exact duplicates of other points; they were dropped "
             "(duplicate points give zero neighbour distances)."
         )
-        # keep a deterministic but unsorted order is not needed: estimators are permutation invariant
         return uniq, n_dup
     return X, 0
 
