@@ -97,6 +97,16 @@ def test_gride_first_scale_is_the_twonn_likelihood():
     assert abs(g4.dimension_ / 3 - 1) < 0.1
 
 
+def test_twonn_without_discarding_is_finite_and_gride_keeps_tied_ratios():
+    X, _ = data.digits()  # quantised pixels: many exactly tied neighbour distances
+    assert math.isfinite(dm.TwoNN(discard_fraction=0.0).fit(X).dimension_)
+    from shapelens.neighbors import knn
+
+    d = knn(X, 2).distances.numpy()
+    closed = len(d) / np.log(d[:, 1] / d[:, 0]).sum()
+    assert dm.GRIDE().fit(X).dimension_ == pytest.approx(closed, rel=1e-5)
+
+
 def test_gride_scale_curve_shows_noise_inflation_at_small_scales():
     m = data.sphere(4000, 2, ambient=20, noise=0.01, seed=0)
     sc = dm.scale_curve(m.X, "gride", range_max=128)

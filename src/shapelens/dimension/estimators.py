@@ -73,6 +73,8 @@ def twonn_from_distances(r1, r2, discard_fraction=0.1, method="linear"):
             f"discard_fraction={discard_fraction} leaves {n_keep} of {n} ratios; TwoNN needs at least 2: "
             "pass more points or a smaller discard_fraction."
         )
+    if method == "linear":
+        n_keep = min(n_keep, n - 1)  # F_emp = 1 at the last ratio: -log(1 - F) is infinite there
     mu = mu[:n_keep]
     log_mu = np.log(mu)
     f_emp = np.arange(1, n_keep + 1) / n
@@ -157,18 +159,28 @@ def _gride_loglik(d, mu, n1, n2):
     return val
 
 
+_TIE = 1e-6  # relative float32 rounding of a distance ratio
+
+
 def gride_mle(mu: np.ndarray, n1: int, n2: int, d_max: float = 1e3) -> tuple[float, float]:
     """Maximum-likelihood dimension from generalized ratios ``mu = r_{n2} / r_{n1}``
     (Denti, Doimo, Laio & Mira 2022, "The generalized ratios intrinsic dimension estimator",
     Scientific Reports 12:20005). Returns the estimate and its Cramer-Rao standard error
     (the inverse square root of the observed Fisher information)."""
     mu = np.asarray(mu, dtype=np.float64)
-    mu = mu[mu > 1.0]  # ratios equal to 1 (ties) carry no information and have zero density for n2-n1>1
+    # tied distances (quantised data) give ratios of exactly 1; float32 distances put them a
+    # rounding error either side, so snap those to 1 before deciding what to do with them
+    mu = np.where(mu < 1.0 + _TIE, 1.0, mu)
+    if n2 - n1 == 1:
+        # Pareto: a ratio of 1 is a legitimate sample (log 1 = 0), kept as TwoNN keeps it
+        s = float(np.log(mu).sum())
+        if mu.size < 2 or s <= 0:
+            raise ValueError("GRIDE needs at least 2 neighbour-distance ratios, not all 1; pass more distinct points.")
+        d = float(mu.size / s)
+        return d, d / math.sqrt(mu.size)
+    mu = mu[mu > 1.0]  # for n2 - n1 > 1 a ratio of 1 has zero likelihood: ties are dropped
     if mu.size < 2:
         raise ValueError("GRIDE needs at least 2 neighbour-distance ratios above 1; pass more distinct points.")
-    if n2 - n1 == 1:
-        d = float(mu.size / np.log(mu).sum())
-        return d, d / math.sqrt(mu.size)
 
     def nll(logd):
         return -_gride_loglik(math.exp(logd), mu, n1, n2)
