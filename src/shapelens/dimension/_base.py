@@ -81,13 +81,12 @@ def distinct_points(X: torch.Tensor) -> tuple[torch.Tensor, int]:
         return X, 0
     uniq = torch.unique(X, dim=0)
     n_dup = n - int(uniq.shape[0])
-    if n_dup:
+    if n_dup and uniq.shape[0] > 1:  # all identical: the caller reports constant data instead
         warn(
             f"{n_dup} of {n} points are exact duplicates of other points; they were dropped "
             "(duplicate points give zero neighbour distances)."
         )
-        return uniq, n_dup
-    return X, 0
+    return (uniq, n_dup) if n_dup else (X, 0)
 
 
 def neighbour_distances(X: torch.Tensor, k: int, device, memory_budget) -> np.ndarray:
