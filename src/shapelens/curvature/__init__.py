@@ -1,0 +1,10 @@
+"""Curvature of the loss: Hessian / GGN / empirical Fisher operators and their spectra.
+
+Work in progress toward issue 3 (landscapes, sharpness, trajectories and input-space geometry
+come next); what is here is tested against exact dense matrices.
+"""
+
+from .operators import GGN, CurvatureOperator, EmpiricalFisher, Hessian
+from .spectra import Eigen, TraceEstimate, eigenvalues, trace
+
+__all__ = ["Hessian", "GGN", "EmpiricalFisher", "CurvatureOperator", "eigenvalues", "Eigen", "trace", "TraceEstimate"]

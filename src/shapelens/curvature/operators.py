@@ -1,0 +1,189 @@
+"""Curvature of the loss as linear operators over a model's parameters.
+
+``Hessian``, ``GGN`` and ``EmpiricalFisher`` are matrix-free: ``op @ v`` costs a few forward
+and backward passes over the data, built with ``torch.func`` (forward-over-reverse for the
+Hessian). The design follows curvlinops (Dangel et al., "Convolutions and more as einsum",
+and the curvlinops library): an operator object with ``@``, ``shape`` and ``to_scipy()``;
+algorithms are free functions over operators (:mod:`shapelens.curvature.spectra`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vjp, vmap
+
+__all__ = ["Hessian", "GGN", "EmpiricalFisher", "CurvatureOperator"]
+
+
+def _batches(data) -> list:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return [tuple(data)]  # a single (x, y) batch
+    out = []
+    for b in data:
+        if not (isinstance(b, (tuple, list)) and len(b) >= 2):
+            raise TypeError("each batch must be an (inputs, targets) pair; pass a DataLoader, a list of (x, y) batches or one (x, y).")
+        out.append((b[0], b[1]))
+    if not out:
+        raise ValueError("data has no batches; pass at least one (inputs, targets) batch.")
+    return out
+
+
+class CurvatureOperator:
+    """Base: a symmetric ``n x n`` operator over the chosen parameters, ``n`` their total size.
+
+    Parameters
+    ----------
+    model : the ``nn.Module``; evaluated in eval mode (dropout off, BatchNorm running
+        statistics), its train/eval state restored after every product.
+    loss_fn : ``loss_fn(outputs, targets)`` with ``reduction="mean"`` (default in torch) or
+        ``"sum"``; the operator is the curvature of the loss over the *whole* data: batch
+        means are weighted by batch size for ``"mean"``, summed for ``"sum"``.
+    data : a DataLoader, a list of ``(x, y)`` batches, or one ``(x, y)`` pair.
+    params : ``None`` (all trainable parameters), or an iterable of parameter names (as in
+        ``model.named_parameters()``) or of parameters: a block, for per-layer curvature.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn, data, params=None):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.batches = _batches(data)
+        named = dict(model.named_parameters())
+        if params is None:
+            names = [n for n, p in named.items() if p.requires_grad]
+        else:
+            by_id = {id(p): n for n, p in named.items()}
+            names = []
+            for p in params:
+                if isinstance(p, str):
+                    if p not in named:
+                        raise ValueError(f"{p!r} is not a parameter of the model; choose from {', '.join(named)}.")
+                    names.append(p)
+                elif id(p) in by_id:
+                    names.append(by_id[id(p)])
+                else:
+                    raise ValueError("a tensor in params is not a parameter of the model; pass names or model parameters.")
+        if not names:
+            raise ValueError("no parameters selected (none require grad); pass params explicitly.")
+        self.param_names = tuple(names)
+        self._params = {n: named[n].detach() for n in names}
+        self._fixed = {n: p.detach() for n, p in named.items() if n not in self._params}
+        self._buffers = {n: b for n, b in model.named_buffers()}
+        self._sizes = [self._params[n].numel() for n in names]
+        self.dim = int(sum(self._sizes))
+        reduction = getattr(loss_fn, "reduction", "mean")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_fn reduction must be 'mean' or 'sum', got {reduction!r}.")
+        self.reduction = reduction
+        self.n_samples = int(sum(len(y) for _, y in self.batches))
+        p0 = next(iter(self._params.values()))
+        self.device, self.dtype = p0.device, p0.dtype
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.dim, self.dim)
+
+    # -- flattening helpers -------------------------------------------------------------
+    def _unflatten(self, v: torch.Tensor) -> dict:
+        out, i = {}, 0
+        for n, s in zip(self.param_names, self._sizes):
+            out[n] = v[i:i + s].view_as(self._params[n])
+            i += s
+        return out
+
+    def _flatten(self, d: dict) -> torch.Tensor:
+        return torch.cat([d[n].reshape(-1) for n in self.param_names])
+
+    def _forward(self, p: dict, x):
+        return functional_call(self.model, {**self._fixed, **self._buffers, **p}, (x,))
+
+    def _weight(self, y) -> float:
+        return len(y) / self.n_samples if self.reduction == "mean" else 1.0
+
+    def _batch_product(self, v: dict, x, y) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- products -----------------------------------------------------------------------
+    def matvec(self, v) -> torch.Tensor:
+        """``A @ v`` for a vector of length ``n`` (numpy or torch); returns a torch vector."""
+        v = torch.as_tensor(v, dtype=self.dtype, device=self.device).reshape(-1)
+        if v.numel() != self.dim:
+            raise ValueError(f"vector has {v.numel()} entries but the operator acts on {self.dim} parameters.")
+        vd = self._unflatten(v)
+        flags = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        try:
+            total = torch.zeros_like(v)
+            for x, y in self.batches:
+                x = x.to(self.device)
+                y = y.to(self.device)
+                total += self._weight(y) * self._flatten(self._batch_product(vd, x, y))
+        finally:
+            for m, f in flags.items():
+                m.training = f
+        return total
+
+    def __matmul__(self, v):
+        v = torch.as_tensor(v)
+        if v.ndim == 1:
+            return self.matvec(v)
+        if v.ndim == 2 and v.shape[0] == self.dim:
+            return torch.stack([self.matvec(v[:, j]) for j in range(v.shape[1])], dim=1)
+        raise ValueError(f"expected a vector of length {self.dim} or a matrix with {self.dim} rows, got shape {tuple(v.shape)}.")
+
+    def to_scipy(self):
+        """A ``scipy.sparse.linalg.LinearOperator`` (float64 numpy in and out)."""
+        from scipy.sparse.linalg import LinearOperator
+
+        def mv(x):
+            return self.matvec(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(-1))).detach().cpu().double().numpy()
+
+        return LinearOperator(self.shape, matvec=mv, rmatvec=mv, dtype=np.float64)
+
+    def to_dense(self) -> torch.Tensor:
+        """The dense ``n x n`` matrix (``n`` products): for small blocks and tests."""
+        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
+        return torch.stack([self.matvec(eye[:, j]) for j in range(self.dim)], dim=1)
+
+
+class Hessian(CurvatureOperator):
+    """Hessian of the loss with respect to the chosen parameters, by forward-over-reverse
+    differentiation (Pearlmutter 1994, "Fast exact multiplication by the Hessian")."""
+
+    def _batch_product(self, v, x, y):
+        def loss(p):
+            return self.loss_fn(self._forward(p, x), y)
+
+        return jvp(grad(loss), (self._params,), (v,))[1]
+
+
+class GGN(CurvatureOperator):
+    """Generalized Gauss-Newton matrix ``J^T H_L J`` (Schraudolph 2002, "Fast curvature
+    matrix-vector products for second-order gradient descent"): ``J`` the Jacobian of the
+    model's outputs, ``H_L`` the Hessian of the loss in the outputs. Positive semi-definite
+    for convex losses; equal to the Fisher for exponential-family likelihoods (Martens 2020)."""
+
+    def _batch_product(self, v, x, y):
+        def out(p):
+            return self._forward(p, x)
+
+        o, Jv = jvp(out, (self._params,), (v,))
+        HJv = jvp(grad(lambda z: self.loss_fn(z, y)), (o,), (Jv,))[1]
+        _, pullback = vjp(out, self._params)
+        return pullback(HJv)[0]
+
+
+class EmpiricalFisher(CurvatureOperator):
+    """Empirical Fisher ``sum_i w g_i g_i^T`` of the per-example gradients ``g_i`` (``w = 1/N``
+    for a mean loss, 1 for a sum). Not the Fisher information (Kunstner, Balles & Hennig 2019,
+    "Limitations of the empirical Fisher approximation"), but cheap and widely used."""
+
+    def _batch_product(self, v, x, y):
+        def one(p, xi, yi):
+            return self.loss_fn(self._forward(p, xi.unsqueeze(0)), yi.unsqueeze(0))
+
+        g = vmap(grad(one), in_dims=(None, 0, 0))(self._params, x, y)  # per-example gradients
+        coef = sum((g[n] * v[n]).reshape(len(y), -1).sum(1) for n in self.param_names)  # g_i . v
+        scale = 1.0 / len(y) if self.reduction == "mean" else 1.0
+        return {n: scale * torch.einsum("b,b...->...", coef, g[n]) for n in self.param_names}

@@ -1,0 +1,146 @@
+"""Curvature operators against exact dense matrices of a small model."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from shapelens.curvature import GGN, EmpiricalFisher, Hessian, eigenvalues, trace
+
+
+def _setup(seed=0, reduction="mean"):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Dropout(0.5), nn.Linear(5, 3)).double()
+    X = torch.randn(40, 3, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,))
+    batches = [(X[:15], y[:15]), (X[15:], y[15:])]  # unequal batches: the weighting matters
+    return model, nn.CrossEntropyLoss(reduction=reduction), batches, X, y
+
+
+def _flat_loss(model, loss_fn, X, y, names):
+    params = dict(model.named_parameters())
+    shapes = [params[n].shape for n in names]
+    sizes = [params[n].numel() for n in names]
+
+    def f(theta):
+        p, i = {}, 0
+        for n, sh, s in zip(names, shapes, sizes):
+            p[n] = theta[i:i + s].view(sh)
+            i += s
+        full = {**{k: v.detach() for k, v in params.items()}, **p}
+        return loss_fn(functional_call(model.eval(), full, (X,)), y)
+
+    theta0 = torch.cat([params[n].detach().reshape(-1) for n in names])
+    return f, theta0
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_hessian_matches_dense_autograd(reduction):
+    model, loss_fn, batches, X, y = _setup(reduction=reduction)
+    names = [n for n, _ in model.named_parameters()]
+    f, theta0 = _flat_loss(model, loss_fn, X, y, names)
+    dense = torch.autograd.functional.hessian(f, theta0)  # eval mode: dropout off
+    model.train()
+    H = Hessian(model, loss_fn, batches)
+    torch.testing.assert_close(H.to_dense(), dense, rtol=1e-9, atol=1e-10)  # dropout off inside too
+    assert model.training and model[2].training, "train/eval state must be restored"
+    v = torch.randn(H.shape[0], dtype=torch.float64)
+    torch.testing.assert_close(H @ v, dense @ v)
+    np.testing.assert_allclose(H.to_scipy() @ v.numpy(), (dense @ v).numpy(), rtol=1e-9)
+
+
+def test_per_block_hessian_is_the_diagonal_block():
+    model, loss_fn, batches, X, y = _setup(1)
+    full = Hessian(model, loss_fn, batches).to_dense()
+    block = Hessian(model, loss_fn, batches, params=["3.weight", "3.bias"]).to_dense()
+    n0 = sum(p.numel() for n, p in model.named_parameters() if n.startswith("0."))
+    torch.testing.assert_close(block, full[n0:, n0:])
+    same = Hessian(model, loss_fn, batches, params=list(model[3].parameters())).to_dense()
+    torch.testing.assert_close(same, block)
+
+
+def test_ggn_matches_jacobian_formula_and_is_psd():
+    model, loss_fn, batches, X, y = _setup(2)
+    G = GGN(model, loss_fn, batches).to_dense()
+    names = [n for n, _ in model.named_parameters()]
+    params = dict(model.named_parameters())
+    theta0 = torch.cat([params[n].detach().reshape(-1) for n in names])
+
+    def out(theta):
+        p, i = {}, 0
+        for n in names:
+            s = params[n].numel()
+            p[n] = theta[i:i + s].view(params[n].shape)
+            i += s
+        return functional_call(model.eval(), p, (X,)).reshape(-1)
+
+    J = torch.autograd.functional.jacobian(out, theta0)  # (40*3, n)
+    o = out(theta0).detach()
+    HL = torch.autograd.functional.hessian(lambda z: loss_fn(z.view(40, 3), y), o)
+    torch.testing.assert_close(G, J.T @ HL @ J, rtol=1e-9, atol=1e-10)
+    assert torch.linalg.eigvalsh(G).min() > -1e-10
+
+
+def test_empirical_fisher_matches_per_example_gradients():
+    model, loss_fn, batches, X, y = _setup(3)
+    F = EmpiricalFisher(model, loss_fn, batches).to_dense()
+    names = [n for n, _ in model.named_parameters()]
+    grads = []
+    for i in range(40):
+        f, theta0 = _flat_loss(model, loss_fn, X[i:i + 1], y[i:i + 1], names)
+        grads.append(torch.autograd.functional.jacobian(f, theta0))
+    Gm = torch.stack(grads)
+    torch.testing.assert_close(F, Gm.T @ Gm / 40, rtol=1e-9, atol=1e-12)
+
+
+def test_lanczos_finds_extreme_eigenvalues_with_small_residuals():
+    model, loss_fn, batches, X, y = _setup(4)
+    H = Hessian(model, loss_fn, batches)
+    exact = np.linalg.eigvalsh(H.to_dense().numpy())
+    top = eigenvalues(H, k=3, which="largest", return_eigenvectors=True)
+    np.testing.assert_allclose(top.eigenvalues, exact[-3:], rtol=1e-6, atol=1e-9)
+    assert np.all(top.residuals <= 1e-5 * np.abs(exact).max())
+    u = top.eigenvectors[:, -1]
+    np.testing.assert_allclose(H.to_dense().numpy() @ u, exact[-1] * u, atol=1e-5)
+    both = eigenvalues(H, k=2, which="both")
+    np.testing.assert_allclose(both.eigenvalues, np.r_[exact[:2], exact[-2:]], rtol=1e-6, atol=1e-8)
+    assert top.n_matvec <= H.shape[0]
+
+
+def test_lanczos_beats_power_iteration_count_on_a_known_spectrum():
+    rng = np.random.default_rng(0)
+    Qm, _ = np.linalg.qr(rng.standard_normal((300, 300)))
+    lam = np.r_[np.linspace(10, 9, 5), rng.uniform(-1, 1, 295)]
+    A = torch.from_numpy((Qm * lam) @ Qm.T)
+    res = eigenvalues(A, k=5, tol=1e-8)
+    np.testing.assert_allclose(res.eigenvalues, np.sort(lam)[-5:], rtol=1e-7)
+    assert res.n_matvec < 100
+
+
+def test_trace_estimators_are_unbiased_and_hutchpp_is_tighter():
+    rng = np.random.default_rng(1)
+    Qm, _ = np.linalg.qr(rng.standard_normal((200, 200)))
+    lam = 100.0 * 0.8 ** np.arange(200)  # fast decay, like a Hessian spectrum
+    A = torch.from_numpy((Qm * lam) @ Qm.T)
+    exact = lam.sum()
+    h = trace(A, "hutchinson", samples=90, seed=0)
+    hp = trace(A, "hutch++", samples=90, seed=0)
+    assert abs(h.trace - exact) < 4 * h.std_error
+    assert abs(hp.trace - exact) < 1e-3 * exact
+    assert hp.std_error < h.std_error / 10
+
+
+def test_bad_inputs():
+    model, loss_fn, batches, *_ = _setup()
+    with pytest.raises(ValueError, match="not a parameter"):
+        Hessian(model, loss_fn, batches, params=["nope"])
+    H = Hessian(model, loss_fn, batches)
+    with pytest.raises(ValueError, match="acts on"):
+        H @ torch.zeros(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="reduction"):
+        Hessian(model, nn.CrossEntropyLoss(reduction="none"), batches)
+    with pytest.raises(ValueError, match="k <="):
+        eigenvalues(H, k=1000)
+    with pytest.raises(ValueError, match="method"):
+        trace(H, "nope")
