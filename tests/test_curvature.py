@@ -144,3 +144,40 @@ def test_bad_inputs():
         eigenvalues(H, k=1000)
     with pytest.raises(ValueError, match="method"):
         trace(H, "nope")
+
+
+def test_slq_quadrature_reproduces_moments_and_exact_nodes():
+    from shapelens.curvature import spectral_density
+
+    rng = np.random.default_rng(2)
+    Qm, _ = np.linalg.qr(rng.standard_normal((120, 120)))
+    lam = np.r_[rng.normal(0, 0.5, 110), [8, 9, 10, 20, 30, 40, 50, 60, 70, 80]]
+    A = torch.from_numpy((Qm * lam) @ Qm.T)
+    sd = spectral_density(A, n_vectors=20, n_iter=40, seed=0)
+    np.testing.assert_allclose(sd.weights.sum(axis=1), 1.0, rtol=1e-10)
+    # Gauss quadrature with 40 nodes is exact for polynomials of degree <= 79: tr(A^k)/n per vector
+    m1 = (sd.weights * sd.nodes).sum(1).mean()
+    m2 = (sd.weights * sd.nodes ** 2).sum(1).mean()
+    assert abs(m1 - lam.mean()) < 0.15 * np.abs(lam).mean()
+    assert abs(m2 / (lam ** 2).mean() - 1) < 0.25
+    # the outliers are resolved as nodes
+    assert np.abs(sd.nodes.max() - 80) < 1e-6
+    area = float(np.sum((sd.density[1:] + sd.density[:-1]) / 2 * np.diff(sd.grid)))
+    assert area == pytest.approx(1.0, rel=1e-3)
+    sd.plot()
+    # a full Krylov space makes the quadrature exact: nodes are the eigenvalues
+    full = spectral_density(A, n_vectors=1, n_iter=120, seed=1)
+    assert np.min(np.abs(full.nodes[0][:, None] - lam[None, :]), axis=1).max() < 1e-6
+
+
+def test_stochastic_diagonal_converges_to_the_exact_diagonal():
+    from shapelens.curvature import diagonal
+
+    model, loss_fn, batches, *_ = _setup(5)
+    H = Hessian(model, loss_fn, batches)
+    exact = torch.diagonal(H.to_dense()).numpy()
+    est = diagonal(H, samples=400, seed=0)
+    off = H.to_dense().numpy() - np.diag(exact)
+    # unbiased with variance sum_j A_ij^2 / samples per entry: 5 standard errors
+    se = np.sqrt((off ** 2).sum(1) / 400)
+    assert np.all(np.abs(est - exact) <= 5 * se + 1e-12)

@@ -5,6 +5,7 @@ come next); what is here is tested against exact dense matrices.
 """
 
 from .operators import GGN, CurvatureOperator, EmpiricalFisher, Hessian
-from .spectra import Eigen, TraceEstimate, eigenvalues, trace
+from .spectra import Eigen, SpectralDensity, TraceEstimate, diagonal, eigenvalues, spectral_density, trace
 
-__all__ = ["Hessian", "GGN", "EmpiricalFisher", "CurvatureOperator", "eigenvalues", "Eigen", "trace", "TraceEstimate"]
+__all__ = ["Hessian", "GGN", "EmpiricalFisher", "CurvatureOperator", "eigenvalues", "Eigen", "trace", "TraceEstimate",
+           "spectral_density", "SpectralDensity", "diagonal"]
