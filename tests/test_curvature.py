@@ -181,3 +181,63 @@ def test_stochastic_diagonal_converges_to_the_exact_diagonal():
     # unbiased with variance sum_j A_ij^2 / samples per entry: 5 standard errors
     se = np.sqrt((off ** 2).sum(1) / 400)
     assert np.all(np.abs(est - exact) <= 5 * se + 1e-12)
+
+
+def _least_squares(seed=0, d=3):
+    """A linear model at its exact least-squares minimum: the loss is exactly quadratic,
+    L(theta + delta) - L(theta) = delta^T A delta with A = X^T X / N."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(200, d, generator=g, dtype=torch.float64) * torch.tensor([3.0, 1.0, 0.3], dtype=torch.float64)[:d]
+    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)[:d] + 0.1 * torch.randn(200, generator=g, dtype=torch.float64)
+    model = nn.Linear(d, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.linalg.lstsq(X, y[:, None]).solution.T)
+    loss = nn.MSELoss()
+    return model, loss, [(X[:120], y[:120, None]), (X[120:], y[120:, None])], (X.T @ X / 200)
+
+
+def test_epsilon_sharpness_equals_the_box_maximum_of_a_quadratic():
+    import itertools
+
+    from shapelens.curvature import epsilon_sharpness
+
+    model, loss, batches, A = _least_squares()
+    eps = 1e-2
+    theta = model.weight.detach().reshape(-1)
+    half = eps * (theta.abs() + 1)
+    with torch.no_grad():
+        base = float(sum(len(y) / 200 * loss(model(x), y) for x, y in batches))
+    # a convex quadratic is maximised over a box at a vertex: enumerate all 8
+    best = max(float((torch.tensor(s, dtype=torch.float64) * half) @ A @ (torch.tensor(s, dtype=torch.float64) * half))
+               for s in itertools.product([-1, 1], repeat=3))
+    res = epsilon_sharpness(model, loss, batches, eps=eps, restarts=8, steps=10)
+    assert res.loss == pytest.approx(base, rel=1e-12)
+    assert res.value == pytest.approx(100 * best / (1 + base), rel=1e-6)
+
+
+def test_adaptive_sharpness_equals_rho_squared_top_eigenvalue_of_scaled_hessian():
+    from shapelens.curvature import adaptive_sharpness
+
+    model, loss, batches, A = _least_squares(1)
+    D = torch.diag(model.weight.detach().reshape(-1).abs())
+    lam = float(torch.linalg.eigvalsh(D @ A @ D)[-1])
+    res = adaptive_sharpness(model, loss, batches, rho=0.1, steps=60)
+    assert res.value == pytest.approx(0.01 * lam, rel=1e-6)
+    # scale invariance: rescaling the weights and the inputs inversely leaves it unchanged
+    model2, loss2, b2, _ = _least_squares(1)
+    with torch.no_grad():
+        model2.weight.mul_(torch.tensor([[2.0, 0.5, 4.0]], dtype=torch.float64))
+    b2 = [(x / torch.tensor([2.0, 0.5, 4.0], dtype=torch.float64), y) for x, y in b2]
+    assert adaptive_sharpness(model2, loss2, b2, rho=0.1, steps=60).value == pytest.approx(res.value, rel=1e-6)
+
+
+def test_sharpness_bad_inputs():
+    from shapelens.curvature import adaptive_sharpness, epsilon_sharpness
+
+    model, loss, batches, _ = _least_squares()
+    with pytest.raises(ValueError, match="eps must be positive"):
+        epsilon_sharpness(model, loss, batches, eps=0)
+    with pytest.raises(ValueError, match="rho must be positive"):
+        adaptive_sharpness(model, loss, batches, rho=-1)
+    with pytest.raises(ValueError, match="reduction"):
+        adaptive_sharpness(model, nn.MSELoss(reduction="none"), batches)

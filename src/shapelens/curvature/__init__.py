@@ -5,7 +5,9 @@ come next); what is here is tested against exact dense matrices.
 """
 
 from .operators import GGN, CurvatureOperator, EmpiricalFisher, Hessian
+from .sharpness import Sharpness, adaptive_sharpness, epsilon_sharpness
 from .spectra import Eigen, SpectralDensity, TraceEstimate, diagonal, eigenvalues, spectral_density, trace
 
 __all__ = ["Hessian", "GGN", "EmpiricalFisher", "CurvatureOperator", "eigenvalues", "Eigen", "trace", "TraceEstimate",
-           "spectral_density", "SpectralDensity", "diagonal"]
+           "spectral_density", "SpectralDensity", "diagonal",
+           "epsilon_sharpness", "adaptive_sharpness", "Sharpness"]
