@@ -21,7 +21,7 @@ import struct
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,7 +31,7 @@ from torch import nn
 
 from shapelens._checks import check_int, resolve_device, warn
 
-__all__ = ["capture", "auto_layers", "POOLS", "UnknownLayerError"]
+__all__ = ["capture", "auto_layers", "eval_mode", "POOLS", "UnknownLayerError"]
 
 #: The pooling modes :func:`capture` understands.
 POOLS = ("mean", "last", "none", "flatten")
@@ -557,7 +557,6 @@ def capture(
 
         return hook
 
-    training = {m: m.training for m in model.modules()}
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
@@ -573,7 +572,7 @@ def capture(
         handles = [modules[n].register_forward_hook(make_hook(n, modules[n])) for n in names]
         for h in handles:
             stack.callback(h.remove)
-        stack.callback(_restore_training, training)
+        stack.enter_context(eval_mode(model))
         if move_to is not None and original_device is not None:
             stack.callback(model.to, original_device)
             model.to(move_to)
@@ -581,7 +580,6 @@ def capture(
         if tqdm is not None and show:
             bar = tqdm(total=total, desc="capture", unit="batch", disable=False)
             stack.callback(bar.close)
-        model.eval()
         n_seen = 0
         with torch.no_grad():
             for raw in batches:
@@ -642,9 +640,19 @@ def _first_param_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _restore_training(flags: dict[nn.Module, bool]) -> None:
-    for m, was in flags.items():
-        m.training = was
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode (dropout off, BatchNorm running statistics) and
+    restore each one's own train/eval flag on exit, also when the body raises.
+
+    Shared by everything that evaluates a user's model: probing, attacks, curvature."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
 
 
 def _open_npy(path: Path) -> torch.Tensor:

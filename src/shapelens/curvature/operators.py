@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
+from ..probe import eval_mode
+
 __all__ = ["Hessian", "GGN", "EmpiricalFisher", "CurvatureOperator"]
 
 
@@ -111,17 +113,12 @@ class CurvatureOperator:
         if v.numel() != self.dim:
             raise ValueError(f"vector has {v.numel()} entries but the operator acts on {self.dim} parameters.")
         vd = self._unflatten(v)
-        flags = {m: m.training for m in self.model.modules()}
-        self.model.eval()
-        try:
-            total = torch.zeros_like(v)
+        total = torch.zeros_like(v)
+        with eval_mode(self.model):
             for x, y in self.batches:
                 x = x.to(self.device)
                 y = y.to(self.device)
                 total += self._weight(y) * self._flatten(self._batch_product(vd, x, y))
-        finally:
-            for m, f in flags.items():
-                m.training = f
         return total
 
     def __matmul__(self, v):

@@ -10,6 +10,7 @@ from torch.func import functional_call
 
 from .._checks import check_int
 from .._results import Result
+from ..probe import eval_mode
 from .operators import _batches
 
 __all__ = ["epsilon_sharpness", "adaptive_sharpness", "Sharpness"]
@@ -43,18 +44,13 @@ class _Loss:
         self.mean = red == "mean"
 
     def __call__(self, p: dict) -> torch.Tensor:
-        flags = {m: m.training for m in self.model.modules()}
-        self.model.eval()
-        try:
-            total = 0.0
+        total = 0.0
+        with eval_mode(self.model):
             for x, y in self.batches:
                 out = functional_call(self.model, {**self.fixed, **self.buffers, **p}, (x,))
                 w = len(y) / self.n if self.mean else 1.0
                 total = total + w * self.loss_fn(out, y)
-            return total
-        finally:
-            for m, f in flags.items():
-                m.training = f
+        return total
 
 
 def _ascend(L: _Loss, project, init, steps: int, step_size):

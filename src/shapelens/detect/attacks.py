@@ -34,14 +34,14 @@ because it is summed, each example's gradient does not depend on the other examp
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .._checks import check_int
+from ..probe import eval_mode
 
 __all__ = ["fgsm", "bim", "pgd"]
 
@@ -49,18 +49,6 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode; restore each one's own flag on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def _model_device(model: torch.nn.Module) -> torch.device | None:
@@ -194,7 +182,7 @@ def _run_batched(
     n = x.shape[0]
     bs = n if batch_size is None else check_int(batch_size, "batch_size", 1)
     outs = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for start in range(0, n, bs):
             xb = x[start : start + bs].to(dev)
             yb = y[start : start + bs].to(dev)
