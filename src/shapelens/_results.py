@@ -42,6 +42,15 @@ def jsonable(value: Any) -> Any:
 class Result:
     """Mixin for frozen dataclass results: ``to_dict()`` returns JSON-safe data."""
 
+    @staticmethod
+    def _axes(ax, figsize):
+        """``ax``, or fresh axes on a new matplotlib ``Figure`` (no pyplot global state)."""
+        if ax is not None:
+            return ax
+        from matplotlib.figure import Figure
+
+        return Figure(figsize=figsize).add_subplot()
+
     def to_dict(self) -> dict:
         out = jsonable(self)
         out["type"] = type(self).__name__

@@ -114,10 +114,7 @@ class SpectralDensity(Result):
 
     def plot(self, ax=None):
         """Log-density against eigenvalue, the way Ghorbani et al. show Hessian spectra."""
-        if ax is None:
-            from matplotlib.figure import Figure
-
-            ax = Figure(figsize=(5, 3.5)).add_subplot()
+        ax = self._axes(ax, (5, 3.5))
         ax.semilogy(self.grid, np.maximum(self.density, 1e-12))
         ax.set_xlabel("eigenvalue")
         ax.set_ylabel("density")

@@ -54,9 +54,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_int, resolve_device, warn
+from .._checks import check_int, warn
 from .._results import Result
 from ..dimension.local import lid_from_distances
+from ..neighbors import pairwise_distances
 from ..probe import capture
 
 __all__ = ["LIDDetector", "DetectionResult", "lid_features"]
@@ -184,26 +185,22 @@ def _activations(model: nn.Module, x: torch.Tensor, spec: tuple[bool, Any], pool
 
 
 def _distances(Q: torch.Tensor, R: torch.Tensor, device: Any) -> np.ndarray:
-    """Euclidean distances ``(len(Q), len(R))`` in float64, with exact zeros for identical rows.
+    """Dense float64 distances ``(len(Q), len(R))`` of one mini-batch, exact zeros for
+    identical rows.
 
     Mini-batches are small (``batch_size`` rows) but activations can be wide (a flattened
-    conv map has tens of thousands of features), so one dense float64 matrix product (the
-    method of :func:`shapelens.neighbors.pairwise_distances`) is the fastest exact route;
-    :func:`shapelens.neighbors.knn`, built for large N, re-measures ``k + 8`` candidates per
-    point by explicit differences, which costs more here. The product form can leave a tiny
-    non-zero value where two rows are identical; such near-zero pairs are re-measured by
-    direct differences so that duplicates (and a point itself) come out at exactly 0, as
-    :func:`shapelens.neighbors.knn` reports them.
+    conv map has tens of thousands of features), so the dense matrix of
+    :func:`shapelens.neighbors.pairwise_distances` is the right tool here, not the chunked
+    kNN built for large N. ``cdist`` can leave a tiny non-zero value where two rows are
+    identical; such near-zero pairs are re-measured by direct differences so that
+    duplicates (and a point itself) come out at exactly 0, as ``knn`` reports them.
     """
-    dev = resolve_device(device, like=Q)
-    Qd = Q.to(dev, torch.float64)
-    Rd = R.to(dev, torch.float64)
-    D = torch.cdist(Qd, Rd)
+    D = pairwise_distances(Q, R, device=device)
+    Qd, Rd = Q.double().cpu(), R.double().cpu()
     scale = Qd.pow(2).sum(1)[:, None] + Rd.pow(2).sum(1)[None, :]
-    suspect = torch.nonzero(D * D <= 1e-9 * scale)
-    for i, j in suspect.tolist():
+    for i, j in torch.nonzero(D * D <= 1e-9 * scale).tolist():
         D[i, j] = torch.linalg.vector_norm(Qd[i] - Rd[j])
-    return D.cpu().numpy()
+    return D.numpy()
 
 
 def _lid_from_distances(D: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.ndarray, int]:
@@ -419,10 +416,7 @@ class DetectionResult(Result):
 
     def plot(self, ax=None, label: str | None = None):
         """ROC curve on ``ax`` (a new figure when ``None``); returns the axes."""
-        if ax is None:
-            from matplotlib.figure import Figure
-
-            ax = Figure(figsize=(4.5, 4.5)).add_subplot(111)
+        ax = self._axes(ax, (4.5, 4.5))
         ax.plot(self.fpr, self.tpr, label=label or f"LID (AUROC {self.auroc:.3f})")
         ax.plot([0, 1], [0, 1], ls=":", color="0.6", lw=1)
         ax.set_xlim(0, 1)

@@ -56,9 +56,6 @@ class DimensionEstimator(BaseEstimator):
     def _fit_constant(self) -> None:
         """Set method-specific fitted attributes for constant data (default: nothing)."""
 
-    def fit_transform(self, X, y=None):  # sklearn convention for estimators that are not transformers
-        raise AttributeError(f"{type(self).__name__} estimates a number, it does not transform X; use fit(X).dimension_.")
-
     def __float__(self) -> float:
         return float(self.dimension_)
 
@@ -92,10 +89,6 @@ def distinct_points(X: torch.Tensor) -> tuple[torch.Tensor, int]:
 def neighbour_distances(X: torch.Tensor, k: int, device, memory_budget) -> np.ndarray:
     """Distances (N, k) to the k nearest other points, as float64 numpy."""
     return knn(X, k, device=device, memory_budget=memory_budget).distances.numpy()
-
-
-def nan_if_none(x) -> float:
-    return float("nan") if x is None else float(x)
 
 
 def finite_or_raise(value: float, what: str) -> float:

@@ -55,10 +55,7 @@ class DimensionEstimates(Result):
 
     def plot(self, ax=None):
         """Horizontal bars: one per estimator, with ± one standard deviation."""
-        if ax is None:
-            from matplotlib.figure import Figure
-
-            ax = Figure(figsize=(7, 0.6 * len(self.methods) + 1.5)).add_subplot()
+        ax = self._axes(ax, (7, 0.6 * len(self.methods) + 1.5))
         y = np.arange(len(self.methods))[::-1]
         std = np.where(np.isfinite(self.dimension_std), self.dimension_std, 0.0)
         ax.barh(y, self.dimensions, xerr=std, color="#4c78a8", alpha=0.85, capsize=4, height=0.6)

@@ -29,10 +29,7 @@ class LayerProfile(Result):
 
     def plot(self, ax=None):
         """ID per layer with one-standard-error bars; ambient widths annotated."""
-        if ax is None:
-            from matplotlib.figure import Figure
-
-            ax = Figure(figsize=(6, 3.8)).add_subplot()
+        ax = self._axes(ax, (6, 3.8))
         x = np.arange(len(self.layers))
         ax.errorbar(x, self.dimensions, yerr=np.nan_to_num(self.dimension_std), marker="o", capsize=3,
                     label=f"{self.estimator} ID")

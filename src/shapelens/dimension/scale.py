@@ -33,10 +33,7 @@ class ScaleCurve(Result):
 
     def plot(self, ax=None):
         """Dimension against scale (log x axis) with one-standard-error bars."""
-        if ax is None:
-            from matplotlib.figure import Figure
-
-            ax = Figure(figsize=(5, 3.5)).add_subplot()
+        ax = self._axes(ax, (5, 3.5))
         ax.errorbar(self.scales, self.dimensions, yerr=self.dimension_std, marker="o", capsize=3)
         ax.set_xscale("log")
         ax.set_xlabel("scale (mean neighbour distance)")
