@@ -148,17 +148,12 @@ def _module_layers(model: nn.Module, layers: Any) -> tuple[bool, Any]:
         if not names:
             raise ValueError(f"layers='all' found no leaf modules in {type(model).__name__}; pass layer names explicitly.")
         return True, names
-    if isinstance(layers, str):
-        layers = [layers]
-    try:
-        names = list(layers)
-    except TypeError:
-        raise TypeError(f"layers must be 'auto', 'all' or a list of module names (and/or 'input'), got {layers!r}.") from None
-    if not names:
-        raise ValueError("layers is empty; pass 'auto', 'all' or at least one module name.")
-    modules = dict(model.named_modules())
-    include_input = _INPUT in names and _INPUT not in modules
+    # names (and their errors) are probe.capture's business; only the "input" pseudo-layer is ours
+    names = [layers] if isinstance(layers, str) else list(layers)
+    include_input = _INPUT in names and _INPUT not in dict(model.named_modules())
     rest = [n for n in names if not (n == _INPUT and include_input)]
+    if not include_input and not rest:
+        raise ValueError("layers is empty; pass 'auto', 'all', 'input' or at least one module name.")
     return include_input, (rest if rest else None)
 
 
