@@ -10,8 +10,8 @@ small). For the self-kNN of one point cloud the distance matrix is symmetric, so
 blocks on and above the diagonal are computed and each block updates the running top-k of
 both its row block and its column block: half the matrix products of the naive method.
 The ``k + margin`` best candidates of each point are sorted and cut to ``k``. Their
-distances come from the centred float32 expansion (relative error ~1e-7 typically, below
-1e-4 guaranteed by the re-measuring rule), except in rows where a candidate is so close that
+distances come from the centred float32 expansion (within 1e-5 relative of a float64
+search in the tests), except in rows where a candidate is so close that
 cancellation could matter (near or exact duplicates): those rows are re-measured directly
 as ``|x - y|`` in the caller's precision, so duplicates are exactly 0 and distinct points
 never are. The neighbour *set* is exact except where two candidates tie to within float32
@@ -198,7 +198,8 @@ def _finish(Q, R, vals, cand, sq_q, sq_r, k, exclude_self):
 
     The expansion ``|q|^2 + |r|^2 - 2 q.r`` of centred float32 points has an absolute error
     of about ``eps32 * (sqrt(D) + 4) * (|q|^2 + |r|^2)``. Where every candidate is far above
-    that scale (the usual case) its relative error is below ``1/_RISK``, typically ~1e-7;
+    that scale (the usual case) its relative error is about ``1/_RISK`` at worst, and far
+    smaller typically;
     rows with a candidate within ``_RISK`` rounding units (near or exact duplicates) are
     re-measured directly as ``|q - r|`` in the caller's precision, so duplicates come out as
     exactly 0 and distinct points as non-zero.
