@@ -1,5 +1,7 @@
 """Curvature operators against exact dense matrices of a small model."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -241,3 +243,122 @@ def test_sharpness_bad_inputs():
         adaptive_sharpness(model, loss, batches, rho=-1)
     with pytest.raises(ValueError, match="reduction"):
         adaptive_sharpness(model, nn.MSELoss(reduction="none"), batches)
+
+
+def test_preflight_refuses_bad_batches_naming_them():
+    model, loss_fn, batches, X, y = _setup(5)
+    bad = [batches[0], (X[15:].clone(), y[15:])]
+    bad[1][0][3, 1] = float("nan")
+    with pytest.raises(ValueError, match="batch 1"):
+        Hessian(model, loss_fn, bad)
+    with pytest.raises(ValueError, match="batch 1 is empty"):
+        Hessian(model, loss_fn, [batches[0], (X[:0], y[:0])])
+    with pytest.raises(ValueError, match="integer inputs.*x.float"):
+        Hessian(model, loss_fn, [(torch.randint(0, 3, (8, 3)), y[:8])])
+    with pytest.raises(ValueError, match="not a scalar"):
+        Hessian(model, lambda o, t: (o - o.mean()).pow(2).sum(1), batches)
+    with pytest.raises(ValueError, match="inputs but"):
+        Hessian(model, loss_fn, [(X[:5], y[:4])])
+    with pytest.raises(TypeError, match="torch tensors"):
+        Hessian(model, loss_fn, [(X.numpy(), y.numpy())])
+
+
+def test_parameters_without_gradient_are_excluded_with_a_note():
+    torch.manual_seed(0)
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(3, 4)
+            self.head = nn.Linear(4, 3)
+            self.unused = nn.Linear(4, 2)  # e.g. an auxiliary head the loss never sees
+
+        def forward(self, x):
+            return self.head(torch.tanh(self.body(x)))
+
+    model = TwoHeads().double()
+    X = torch.randn(20, 3, dtype=torch.float64)
+    y = torch.randint(0, 3, (20,))
+    with pytest.warns(UserWarning, match="unused.weight, unused.bias"):
+        H = Hessian(model, nn.CrossEntropyLoss(), (X, y))
+    assert H.excluded == ("unused.weight", "unused.bias")
+    assert H.dim == 4 * 3 + 4 + 4 * 3 + 3
+    e = eigenvalues(H, k=1)
+    assert e.notes and "unused.weight" in e.notes[0]
+    with torch.no_grad():
+        assert H.loss == pytest.approx(float(nn.CrossEntropyLoss()(model(X), y)), rel=1e-12)
+    with pytest.raises(ValueError, match="none of the selected parameters gets a gradient"):
+        Hessian(model, nn.CrossEntropyLoss(), (X, y), params=["unused.weight"])
+
+
+def test_spectral_sharpness_numbers_equal_the_dense_hessian():
+    from shapelens.curvature import max_eigenvalue_sharpness, trace_sharpness
+
+    model, loss_fn, batches, X, y = _setup(6)
+    dense = Hessian(model, loss_fn, batches).to_dense()
+    lam = torch.linalg.eigvalsh(dense)
+    s = max_eigenvalue_sharpness(model, loss_fn, batches)
+    assert s.value == pytest.approx(float(lam[-1]), rel=1e-6)
+    assert s.n_matvec > 0 and "largest Hessian eigenvalue" in s.definition
+    t = trace_sharpness(model, loss_fn, batches, samples=90, method="hutchinson")
+    assert abs(t.value - float(torch.trace(dense))) < 3 * t.std_error
+    assert t.std_error > 0
+
+
+_DIST_WORKER = r'''
+import os, sys
+import numpy as np, torch
+import torch.distributed as dist
+from torch import nn
+from shapelens.curvature import Hessian, GGN, eigenvalues, trace
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+X = torch.randn(40, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+y = torch.randint(0, 3, (40,), generator=torch.Generator().manual_seed(2))
+# unequal shards: rank 0 gets 15 points in two batches, rank 1 the other 25 in one
+shard = [(X[:10], y[:10]), (X[10:15], y[10:15])] if rank == 0 else [(X[15:], y[15:])]
+v = torch.randn(38, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+H = Hessian(model, nn.CrossEntropyLoss(), shard)
+G = GGN(model, nn.CrossEntropyLoss(reduction="sum"), shard)
+out = dict(Hv=(H @ v).numpy(), Gv=(G @ v).numpy(), top=eigenvalues(H, k=3).eigenvalues,
+           tr=np.array([trace(H, samples=30, seed=1).trace]), loss=np.array([H.loss]), n=np.array([H.n_samples]))
+np.savez(os.path.join(sys.argv[1], f"rank{rank}.npz"), **out)
+dist.destroy_process_group()
+'''
+
+
+def test_distributed_gloo_two_processes_equal_single_process(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(_DIST_WORKER)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                   OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-3000:]
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    X = torch.randn(40, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 3, (40,), generator=torch.Generator().manual_seed(2))
+    v = torch.randn(38, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    H = Hessian(model, nn.CrossEntropyLoss(), (X, y))
+    G = GGN(model, nn.CrossEntropyLoss(reduction="sum"), (X, y))
+    single = dict(Hv=(H @ v).numpy(), Gv=(G @ v).numpy(), top=eigenvalues(H, k=3).eigenvalues,
+                  tr=np.array([trace(H, samples=30, seed=1).trace]), loss=np.array([H.loss]), n=np.array([40]))
+    for rank in range(2):
+        got = np.load(tmp_path / f"rank{rank}.npz")
+        for key, want in single.items():
+            np.testing.assert_allclose(got[key], want, rtol=1e-10, atol=1e-12, err_msg=f"rank {rank}: {key}")

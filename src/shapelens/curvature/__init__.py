@@ -5,9 +5,9 @@ come next); what is here is tested against exact dense matrices.
 """
 
 from .operators import GGN, CurvatureOperator, EmpiricalFisher, Hessian
-from .sharpness import Sharpness, adaptive_sharpness, epsilon_sharpness
+from .sharpness import Sharpness, adaptive_sharpness, epsilon_sharpness, max_eigenvalue_sharpness, trace_sharpness
 from .spectra import Eigen, SpectralDensity, TraceEstimate, diagonal, eigenvalues, spectral_density, trace
 
 __all__ = ["Hessian", "GGN", "EmpiricalFisher", "CurvatureOperator", "eigenvalues", "Eigen", "trace", "TraceEstimate",
            "spectral_density", "SpectralDensity", "diagonal",
-           "epsilon_sharpness", "adaptive_sharpness", "Sharpness"]
+           "epsilon_sharpness", "adaptive_sharpness", "max_eigenvalue_sharpness", "trace_sharpness", "Sharpness"]

@@ -29,7 +29,30 @@ def _batches(data) -> list:
         out.append((b[0], b[1]))
     if not out:
         raise ValueError("data has no batches; pass at least one (inputs, targets) batch.")
+    for i, (x, y) in enumerate(out):
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise TypeError(f"batch {i}: inputs and targets must be torch tensors, got {type(x).__name__} and "
+                            f"{type(y).__name__}; convert with torch.as_tensor.")
+        if x.ndim == 0 or len(x) == 0 or y.ndim == 0 or len(y) == 0:
+            raise ValueError(f"batch {i} is empty (inputs {tuple(x.shape)}, targets {tuple(y.shape)}); "
+                             "drop empty batches (e.g. DataLoader(drop_last=...)) or pass non-empty ones.")
+        if len(x) != len(y):
+            raise ValueError(f"batch {i} has {len(x)} inputs but {len(y)} targets; pass matching (x, y) pairs.")
     return out
+
+
+def _distributed() -> bool:
+    """True inside an initialized ``torch.distributed`` group of more than one process."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
 
 
 class CurvatureOperator:
@@ -45,6 +68,18 @@ class CurvatureOperator:
     data : a DataLoader, a list of ``(x, y)`` batches, or one ``(x, y)`` pair.
     params : ``None`` (all trainable parameters), or an iterable of parameter names (as in
         ``model.named_parameters()``) or of parameters: a block, for per-layer curvature.
+
+    Construction runs one forward and backward pass over the data (a third of one product's
+    cost) to check it: a non-finite or non-scalar loss, empty batches, inputs the model cannot
+    take are refused naming the batch; parameters that receive no gradient from the loss
+    (an unused head, a frozen branch) are excluded, listed in ``excluded`` and ``notes``.
+    ``loss`` holds the full-data loss at the current weights.
+
+    Distributed (data parallel): inside an initialized ``torch.distributed`` process group of
+    several processes, each rank passes its own shard of the data; products are computed on
+    the shard and summed across ranks (``all_reduce``), with mean losses weighted by the
+    *global* sample count, so every rank holds the operator of the whole dataset. Spectra,
+    traces and densities then agree on every rank (their random vectors come from ``seed``).
     """
 
     def __init__(self, model: nn.Module, loss_fn, data, params=None):
@@ -68,19 +103,75 @@ class CurvatureOperator:
                     raise ValueError("a tensor in params is not a parameter of the model; pass names or model parameters.")
         if not names:
             raise ValueError("no parameters selected (none require grad); pass params explicitly.")
-        self.param_names = tuple(names)
-        self._params = {n: named[n].detach() for n in names}
-        self._fixed = {n: p.detach() for n, p in named.items() if n not in self._params}
-        self._buffers = {n: b for n, b in model.named_buffers()}
-        self._sizes = [self._params[n].numel() for n in names]
-        self.dim = int(sum(self._sizes))
         reduction = getattr(loss_fn, "reduction", "mean")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"loss_fn reduction must be 'mean' or 'sum', got {reduction!r}.")
         self.reduction = reduction
-        self.n_samples = int(sum(len(y) for _, y in self.batches))
-        p0 = next(iter(self._params.values()))
+        self.distributed = _distributed()
+        n_local = sum(len(y) for _, y in self.batches)
+        p0 = named[names[0]]
         self.device, self.dtype = p0.device, p0.dtype
+        self.n_samples = int(_all_reduce(torch.tensor(float(n_local), device=self.device)).item()) \
+            if self.distributed else int(n_local)
+        self._fixed_all = {n: p.detach() for n, p in named.items()}
+        self._buffers = {n: b for n, b in model.named_buffers()}
+        used, self.loss = self._preflight(names)
+        if not any(used):
+            raise ValueError("none of the selected parameters gets a gradient from the loss; "
+                             "check that they take part in the forward pass, or pass other params.")
+        self.excluded = tuple(n for n, u in zip(names, used) if not u)
+        self.notes: tuple[str, ...] = ()
+        if self.excluded:
+            self.notes = (f"excluded {len(self.excluded)} parameter(s) that get no gradient from the loss: "
+                          f"{', '.join(self.excluded)}",)
+            from .._checks import warn
+
+            warn(self.notes[0] + "; their rows and columns would be zero.")
+        names = [n for n, u in zip(names, used) if u]
+        self.param_names = tuple(names)
+        self._params = {n: named[n].detach() for n in names}
+        self._fixed = {n: p for n, p in self._fixed_all.items() if n not in self._params}
+        self._sizes = [self._params[n].numel() for n in names]
+        self.dim = int(sum(self._sizes))
+
+    def _preflight(self, names) -> tuple[list[bool], float]:
+        """One checked forward/backward pass: returns which parameters get a gradient and the loss."""
+        ps = {n: self._fixed_all[n].clone().requires_grad_(True) for n in names}
+        used = torch.zeros(len(names), device=self.device)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        rank = ""
+        if self.distributed:
+            import torch.distributed as dist
+
+            rank = f" on rank {dist.get_rank()}"
+        with eval_mode(self.model), torch.enable_grad():
+            for i, (x, y) in enumerate(self.batches):
+                x, y = x.to(self.device), y.to(self.device)
+                try:
+                    out = functional_call(self.model, {**self._fixed_all, **self._buffers, **ps}, (x,))
+                except RuntimeError as exc:
+                    if not (x.is_floating_point() or x.is_complex()):
+                        raise ValueError(
+                            f"batch {i}{rank}: the model cannot take integer inputs of dtype {x.dtype} ({exc}); "
+                            "convert them with x.float() (integer inputs are fine for models that embed token ids)."
+                        ) from exc
+                    raise
+                loss = self.loss_fn(out, y)
+                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                    shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+                    raise ValueError(f"loss_fn returned {shape} on batch {i}{rank}, not a scalar; "
+                                     "use a loss with reduction='mean' or 'sum'.")
+                if not torch.isfinite(loss):
+                    raise ValueError(f"the loss is {float(loss.detach())} on batch {i}{rank}; curvature of a non-finite loss "
+                                     "is undefined: check that batch's inputs and targets, or the weights.")
+                grads = torch.autograd.grad(loss.reshape(()), list(ps.values()), allow_unused=True) \
+                    if loss.requires_grad else [None] * len(ps)
+                used += torch.tensor([g is not None for g in grads], dtype=used.dtype, device=self.device)
+                total += self._weight(y) * loss.detach().double().reshape(())
+        if self.distributed:
+            _all_reduce(used)
+            _all_reduce(total)
+        return [bool(u > 0) for u in used], float(total)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -119,6 +210,8 @@ class CurvatureOperator:
                 x = x.to(self.device)
                 y = y.to(self.device)
                 total += self._weight(y) * self._flatten(self._batch_product(vd, x, y))
+        if self.distributed:
+            _all_reduce(total)
         return total
 
     def __matmul__(self, v):

@@ -11,14 +11,20 @@ from torch.func import functional_call
 from .._checks import check_int
 from .._results import Result
 from ..probe import eval_mode
-from .operators import _batches
+from .operators import Hessian, _batches
+from .spectra import eigenvalues, trace
 
-__all__ = ["epsilon_sharpness", "adaptive_sharpness", "Sharpness"]
+__all__ = ["epsilon_sharpness", "adaptive_sharpness", "max_eigenvalue_sharpness", "trace_sharpness", "Sharpness"]
 
 
 @dataclass(frozen=True)
 class Sharpness(Result):
-    """A sharpness value with the losses it came from and its definition."""
+    """A sharpness value with the losses it came from and its definition.
+
+    ``perturbed_loss``, ``radius`` and ``steps`` belong to the worst-case definitions (NaN /
+    0 for the spectral ones); ``std_error`` to the stochastic trace; ``n_matvec`` counts the
+    Hessian-vector products of the spectral ones; ``notes`` says e.g. which parameters were
+    excluded for receiving no gradient."""
 
     value: float
     loss: float
@@ -26,6 +32,9 @@ class Sharpness(Result):
     definition: str
     radius: float
     steps: int
+    std_error: float = float("nan")
+    n_matvec: int = 0
+    notes: tuple = ()
 
 
 class _Loss:
@@ -139,3 +148,36 @@ def adaptive_sharpness(model: nn.Module, loss_fn, data, rho: float = 0.05, *, st
     init = project({n: torch.randn(p.shape, generator=g, dtype=p.dtype) * scale[n] for n, p in L.params.items()})
     worst = _ascend(L, project, init, steps, step)
     return Sharpness(worst - base, base, worst, "adaptive L2 (Kwon et al. 2021)", float(rho), steps)
+
+
+def max_eigenvalue_sharpness(model: nn.Module, loss_fn, data, *, params=None, tol: float = 1e-6,
+                             seed: int = 0) -> Sharpness:
+    """The largest eigenvalue ``lambda_max`` of the Hessian of the full-data loss at the
+    current weights: the sharpness of the edge-of-stability literature (Cohen, Kaur, Li, Kolter
+    & Talwalkar 2021; Jastrzebski et al. 2020). Gradient descent with step ``lr`` is stable on
+    a quadratic only while ``lambda_max < 2 / lr``; to second order it is the worst loss
+    increase per squared step, ``max_{|d|=r} L(theta + d) - L(theta) ~ r^2 lambda_max / 2``
+    at a minimum (Keskar et al.'s epsilon-sharpness in the small-``eps`` limit with an L2 ball).
+    Not invariant to the rescalings of ReLU networks (Dinh et al. 2017); see
+    :func:`adaptive_sharpness` for a scale-invariant number. Computed by Lanczos
+    (:func:`~shapelens.curvature.eigenvalues`) on :class:`~shapelens.curvature.Hessian`.
+    """
+    H = Hessian(model, loss_fn, data, params)
+    e = eigenvalues(H, k=1, which="largest", tol=tol, seed=seed)
+    return Sharpness(float(e.eigenvalues[-1]), H.loss, float("nan"), "largest Hessian eigenvalue (Cohen et al. 2021)",
+                     float("nan"), 0, n_matvec=e.n_matvec, notes=H.notes)
+
+
+def trace_sharpness(model: nn.Module, loss_fn, data, *, params=None, samples: int = 60, method: str = "hutch++",
+                    seed: int = 0) -> Sharpness:
+    """The trace of the Hessian of the full-data loss, ``tr H = sum_i lambda_i``: the total
+    curvature, the expected loss increase ``E[L(theta + s z) - L(theta)] ~ s^2 tr H / 2`` under
+    isotropic Gaussian noise ``z`` at a minimum (the flatness measure of PyHessian, Yao et al.
+    2020, and of noise-injection analyses; Jiang et al. 2020 compare it with generalization).
+    Estimated by Hutch++ or Hutchinson (:func:`~shapelens.curvature.trace`) with its standard
+    error in ``std_error``.
+    """
+    H = Hessian(model, loss_fn, data, params)
+    t = trace(H, method, samples=samples, seed=seed)
+    return Sharpness(t.trace, H.loss, float("nan"), f"Hessian trace ({t.method})", float("nan"), 0,
+                     std_error=t.std_error, n_matvec=t.n_matvec, notes=H.notes)

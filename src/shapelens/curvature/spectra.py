@@ -33,6 +33,7 @@ class Eigen(Result):
     residuals: np.ndarray
     n_matvec: int
     eigenvectors: np.ndarray | None = None
+    notes: tuple = ()
 
 
 def eigenvalues(op, k: int = 5, which: str = "largest", *, tol: float = 1e-6, max_iter: int | None = None,
@@ -72,7 +73,7 @@ def eigenvalues(op, k: int = 5, which: str = "largest", *, tol: float = 1e-6, ma
     vecs = None
     if return_eigenvectors:
         vecs = torch.stack(Q[: len(theta)], dim=1).numpy() @ S[:, idx]
-    return Eigen(theta[idx], res, n_mv, vecs)
+    return Eigen(theta[idx], res, n_mv, vecs, _notes(op))
 
 
 def _lanczos(op, q0: torch.Tensor, m_max: int):
@@ -111,6 +112,7 @@ class SpectralDensity(Result):
     grid: np.ndarray
     density: np.ndarray
     sigma: float
+    notes: tuple = ()
 
     def plot(self, ax=None):
         """Log-density against eigenvalue, the way Ghorbani et al. show Hessian spectra."""
@@ -158,7 +160,7 @@ def spectral_density(op, n_vectors: int = 5, n_iter: int = 80, *, sigma: float |
     grid = np.linspace(lo - 0.05 * width - 3 * sig, hi + 0.05 * width + 3 * sig, check_int(grid_size, "grid_size", 10))
     dens = (weights[..., None] * np.exp(-0.5 * ((grid - nodes[..., None]) / sig) ** 2)).sum(axis=(0, 1))
     dens /= n_vectors * sig * math.sqrt(2 * math.pi)
-    return SpectralDensity(nodes, weights, grid, dens, sig)
+    return SpectralDensity(nodes, weights, grid, dens, sig, _notes(op))
 
 
 def diagonal(op, samples: int = 100, seed: int = 0) -> np.ndarray:
@@ -174,6 +176,11 @@ def diagonal(op, samples: int = 100, seed: int = 0) -> np.ndarray:
         z = torch.randint(0, 2, (n,), generator=g).double() * 2 - 1
         acc += z * _matvec(op, z.to(dt)).detach().cpu().double()
     return (acc / samples).numpy()
+
+
+def _notes(op) -> tuple:
+    """Notes an operator carries about how it was built (e.g. excluded parameters)."""
+    return tuple(getattr(op, "notes", ()))
 
 
 def _op_dtype(op):
@@ -199,6 +206,7 @@ class TraceEstimate(Result):
     std_error: float
     method: str
     n_matvec: int
+    notes: tuple = ()
 
 
 def trace(op, method: str = "hutch++", samples: int = 60, seed: int = 0) -> TraceEstimate:
@@ -225,7 +233,7 @@ def trace(op, method: str = "hutch++", samples: int = 60, seed: int = 0) -> Trac
     if method == "hutchinson":
         Z = rademacher(samples)
         vals = (Z * apply(Z)).sum(0).numpy()
-        return TraceEstimate(float(vals.mean()), float(vals.std(ddof=1) / math.sqrt(samples)), method, samples)
+        return TraceEstimate(float(vals.mean()), float(vals.std(ddof=1) / math.sqrt(samples)), method, samples, _notes(op))
     if method == "hutch++":
         if samples < 6:
             raise ValueError("hutch++ needs samples >= 6 (a third for the subspace, the rest for the remainder).")
@@ -237,5 +245,5 @@ def trace(op, method: str = "hutch++", samples: int = 60, seed: int = 0) -> Trac
         G = G - Q @ (Q.T @ G)
         vals = (G * apply(G)).sum(0).numpy()
         return TraceEstimate(exact + float(vals.mean()), float(vals.std(ddof=1) / math.sqrt(m_rest)), method,
-                             2 * s + m_rest)
+                             2 * s + m_rest, _notes(op))
     raise ValueError(f"method must be 'hutchinson' or 'hutch++', got {method!r}.")
