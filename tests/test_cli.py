@@ -221,3 +221,88 @@ def test_atlas_demo_prints_paths_and_summaries(tmp_path):
     dims = doc["sections"][0]["result"]["twonn"]["dimensions"]
     printed = [float(x) for x in re.findall(r"(?:fc\d|out) (\d+\.\d)", line.split("|")[0])]
     assert printed == pytest.approx([round(d, 1) for d in dims], abs=0.051)
+
+
+# --------------------------------------------------------------------------- curvature
+
+_NET_PY = """
+import torch
+from torch import nn
+
+
+def make_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+"""
+
+
+@pytest.fixture(scope="module")
+def curv_files(tmp_path_factory):
+    from safetensors.torch import save_file
+
+    d = tmp_path_factory.mktemp("curv")
+    (d / "net.py").write_text(_NET_PY)
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(d / "w.safetensors"))
+    g = np.random.default_rng(0)
+    np.savez(d / "data.npz", x=g.standard_normal((60, 4)).astype(np.float32), y=g.integers(0, 3, 60))
+    return d, net
+
+
+def test_curvature_cli_matches_the_dense_hessian(curv_files):
+    from shapelens.curvature import Hessian
+
+    d, net = curv_files
+    result = runner.invoke(app, ["curvature", "--model", f"{d / 'net.py'}:make_net", "--weights", str(d / "w.safetensors"),
+                                 "--data", str(d / "data.npz"), "--k", "3", "--per-layer", "--json",
+                                 "--batch-size", "25"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    z = np.load(d / "data.npz")
+    H = Hessian(net.double(), torch.nn.CrossEntropyLoss(),
+                (torch.from_numpy(z["x"]).double(), torch.from_numpy(z["y"]))).to_dense()
+    lam = np.linalg.eigvalsh(H.numpy())
+    assert doc["top_eigenvalues"] == pytest.approx(lam[::-1][:3], rel=1e-4)  # float32 model in the CLI
+    assert doc["n_params"] == 51 and doc["n_samples"] == 60
+    assert doc["trace"] == pytest.approx(lam.sum(), abs=4 * doc["trace_std_error"] + 1e-4)
+    assert doc["blocks"] == ["0", "2"]
+    top2 = np.linalg.eigvalsh(H.numpy()[30:, 30:])[-1]
+    assert doc["block_top_eigenvalues"][1] == pytest.approx(top2, rel=1e-4)
+
+
+def test_curvature_cli_text_output(curv_files, tmp_path):
+    d, _ = curv_files
+    png = tmp_path / "spec.png"
+    result = runner.invoke(app, ["curvature", "--model", f"{d / 'net.py'}:make_net", "--weights", str(d / "w.safetensors"),
+                                 "--data", str(d / "data.npz"), "--k", "2", "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{d / 'net.py'}:make_net on {d / 'data.npz'}: 51 parameters, 60 examples, loss ")
+    assert lines[1] == "hessian top-2 eigenvalues (Lanczos):"
+    assert lines[2].lstrip().startswith("lambda_1 =") and lines[3].lstrip().startswith("lambda_2 =")
+    assert lines[4].startswith("trace (hutch++, 60 products) = ")
+    assert "hessian-vector products" in lines[-1] and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--demo", "--model", "x:y"], "either --demo or --model"),
+    ([], "either --demo or --model"),
+    (["--model", "NET:make_net"], "needs --data"),
+    (["--model", "NET:nope", "--data", "DATA"], "has no attribute 'nope'"),
+    (["--model", "NET:make_net", "--data", "DATA", "--x-key", "nope"], "no array named 'nope'"),
+    (["--model", "NET:make_net", "--data", "DATA", "--loss", "hinge"], "unknown loss"),
+    (["--model", "NET:make_net", "--data", "DATA", "--operator", "kfac"], "unknown operator"),
+    (["--model", "NET:make_net", "--data", "DATA", "--weights", "BADW"], "does not match the model"),
+    (["--model", "NET:make_net", "--data", "DATA", "--k", "60"], "k <= 51"),
+])
+def test_curvature_cli_bad_input(curv_files, args, message):
+    from safetensors.torch import save_file
+
+    d, _ = curv_files
+    save_file({"0.weight": torch.zeros(6, 4)}, str(d / "bad.safetensors"))
+    subst = {"NET": str(d / "net.py"), "DATA": str(d / "data.npz"), "BADW": str(d / "bad.safetensors")}
+    args = [next((a.replace(k, v) for k, v in subst.items() if a.startswith(k)), a) for a in args]
+    result = runner.invoke(app, ["curvature", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output

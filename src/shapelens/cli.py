@@ -4,6 +4,8 @@ Every subcommand is a thin layer over a library call:
 
 * ``shapelens dimension FILE`` -> :func:`shapelens.io.load_points` +
   :func:`shapelens.dimension.compare_estimators` (estimators of :mod:`shapelens.dimension`);
+* ``shapelens curvature`` -> :func:`shapelens.io.load_model` +
+  :func:`shapelens.curvature.curvature_summary` (Lanczos, Hutch++, SLQ);
 * ``shapelens atlas --demo`` -> :func:`shapelens.atlas.demo.run_demo`.
 
 Bad input (a missing or unreadable file, an unknown estimator, data an estimator cannot
@@ -17,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import List, NoReturn, Optional
 
+import numpy as np
 import typer
 
 from . import __version__
@@ -253,6 +256,119 @@ def atlas(
     for sid, title, summary in paths.summaries:
         typer.echo(f"[{sid}] {title}: {summary}")
     typer.echo(f"open {paths.html} in a browser.")
+
+# --------------------------------------------------------------------------- curvature
+
+_LOSSES = ("cross-entropy", "mse")
+
+
+@app.command()
+def curvature(
+    demo: bool = typer.Option(False, "--demo", help="Train the demo MLP on scikit-learn's digits (seconds) and measure it."),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="'package.module:factory' or 'file.py:factory' building your nn.Module.", show_default=False
+    ),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="Its weights: .safetensors, or .pt/.pth state dict (read without executing code).",
+        show_default=False,
+    ),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Inputs and targets: .npz/.pt/.safetensors holding both (see --x-key/--y-key).",
+        show_default=False,
+    ),
+    x_key: str = typer.Option("x", "--x-key", help="Name of the inputs in --data."),
+    y_key: str = typer.Option("y", "--y-key", help="Name of the targets in --data."),
+    loss: str = typer.Option("cross-entropy", "--loss", help="cross-entropy (integer class targets) or mse."),
+    operator: str = typer.Option("hessian", "--operator", help="hessian, ggn or fisher (empirical Fisher)."),
+    k: int = typer.Option(5, "--k", "-k", min=1, help="Number of top eigenvalues."),
+    trace_samples: int = typer.Option(60, "--trace-samples", min=0, help="Hutch++ products for the trace (0: skip)."),
+    per_layer: bool = typer.Option(False, "--per-layer", help="Also the top eigenvalue of each layer's block."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N examples.", show_default=False),
+    batch_size: int = typer.Option(512, "--batch-size", min=1, help="Examples per forward pass."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the spectral density figure (PNG) here.", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the text."),
+    seed: int = typer.Option(0, "--seed", help="Seed for Lanczos start vectors, Hutch++ and SLQ (and the demo)."),
+) -> None:
+    """Curvature of a model's loss at its weights: top eigenvalues (Lanczos), trace (Hutch++),
+    spectral density (SLQ) and, with --per-layer, each layer's top eigenvalue.
+
+    Either --demo, or --model with --data (and usually --weights).
+    """
+    import torch
+    from torch import nn
+
+    from .curvature.summary import OPERATORS, curvature_summary
+
+    if operator not in OPERATORS:
+        _fail(f"unknown operator {operator!r}; use --operator hessian, ggn or fisher.")
+    if loss not in _LOSSES:
+        _fail(f"unknown loss {loss!r}; use --loss cross-entropy or --loss mse.")
+    if demo == (model is not None):
+        _fail("pass either --demo or --model (with --data); see shapelens curvature --help.")
+    if demo:
+        from .atlas.demo import demo_model
+
+        net, X, y = demo_model(seed)
+        label = "demo MLP 64-128-64-32-10 on scikit-learn digits"
+    else:
+        from .io import LoadError, load_model, load_points
+
+        if data is None:
+            _fail("--model needs --data FILE holding the inputs and targets.")
+        try:
+            net = load_model(model, weights)
+            X = torch.from_numpy(np.ascontiguousarray(load_points(data, key=x_key)))
+            y = torch.from_numpy(np.ascontiguousarray(load_points(data, key=y_key)))
+        except (FileNotFoundError, LoadError) as exc:
+            _fail(str(exc))
+        if X.is_floating_point():
+            X = X.to(next(net.parameters()).dtype)
+        label = f"{model} on {data}"
+    if limit is not None:
+        X, y = X[:limit], y[:limit]
+    if loss == "cross-entropy":
+        if y.is_floating_point():
+            _fail("cross-entropy needs integer class targets; pass --loss mse for real-valued targets.")
+        loss_fn = nn.CrossEntropyLoss()
+        y = y.long()
+    else:
+        loss_fn = nn.MSELoss()
+        y = y.to(next(net.parameters()).dtype)
+    batches = [(X[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(X), batch_size)]
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            res = curvature_summary(net, loss_fn, batches, operator=operator, k=k, trace_samples=trace_samples,
+                                    per_layer=per_layer, seed=seed)
+        except (ValueError, TypeError) as exc:
+            _fail(str(exc))
+    _echo_warnings(caught)
+    elapsed = time.perf_counter() - t0
+    if plot is not None:
+        ax = res.plot()
+        ax.figure.tight_layout()
+        ax.figure.savefig(plot, dpi=120)
+    if as_json:
+        from ._results import jsonable
+
+        doc = {"model": label, "seed": seed, "time_s": elapsed, "shapelens_version": __version__, **res.to_dict()}
+        typer.echo(json.dumps(jsonable(doc), indent=2))
+        return
+    typer.echo(f"{label}: {res.n_params:,} parameters, {res.n_samples:,} examples, loss {res.loss:.4g}")
+    typer.echo(f"{res.operator} top-{len(res.top_eigenvalues)} eigenvalues (Lanczos):")
+    for i, (lam, r) in enumerate(zip(res.top_eigenvalues, res.residuals)):
+        typer.echo(f"  lambda_{i + 1} = {lam:12.6g}   residual {r:.1e}")
+    if res.trace_method != "none":
+        typer.echo(f"trace (hutch++, {trace_samples} products) = {res.trace:.6g} ± {res.trace_std_error:.2g}")
+    if per_layer:
+        typer.echo("per-layer top eigenvalue:")
+        w = max(len(b) for b in res.blocks)
+        for b, n, lam in zip(res.blocks, res.block_sizes, res.block_top_eigenvalues):
+            typer.echo(f"  {b.ljust(w)}  {int(n):>9,} params   {lam:12.6g}")
+    for note in res.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"{res.n_matvec} {res.operator}-vector products, {elapsed:.1f} s" + (f"; wrote {plot}" if plot else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["load_points", "LoadError", "SUPPORTED_EXTENSIONS"]
+__all__ = ["load_points", "load_model", "LoadError", "SUPPORTED_EXTENSIONS"]
 
 #: File extensions :func:`load_points` reads, lower case, with the dot.
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".npy", ".npz", ".pt", ".pth", ".safetensors", ".csv", ".tsv", ".txt")
@@ -97,6 +97,71 @@ def load_points(path: str | os.PathLike, *, key: str | None = None, allow_pickle
     if arr.dtype.kind not in "biuf":
         raise LoadError(f"{p}: the array has dtype {arr.dtype}, which is not numeric; save a numeric (N, D) array.")
     return arr
+
+
+def load_model(spec: str, weights: str | os.PathLike | None = None):
+    """Build a model from your code and load its weights from a file without executing it.
+
+    ``spec`` is ``"package.module:factory"`` or ``"path/to/file.py:factory"``: ``factory()``
+    (a class or a function, called with no arguments) returns the ``nn.Module``. Importing
+    your module runs your code, as running your training script would; the *weights* file is
+    read without executing anything: ``.safetensors``, or ``.pt``/``.pth`` holding a state
+    dict, loaded with ``torch.load(weights_only=True)``. Keys must match the model's
+    ``state_dict()`` exactly (the error lists missing and unexpected keys).
+    """
+    import importlib
+    import importlib.util
+
+    import torch
+
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise LoadError(f"model spec {spec!r} must look like 'package.module:factory' or 'file.py:factory'.")
+    mod_name, attr = spec.split(":")
+    if mod_name.endswith(".py"):
+        path = Path(mod_name)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file; check the path in the model spec {spec!r}.")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise LoadError(f"cannot import {mod_name!r} from the model spec {spec!r} ({exc}); "
+                            "install the package or pass 'path/to/file.py:factory'.") from None
+    if not hasattr(module, attr):
+        raise LoadError(f"{mod_name} has no attribute {attr!r}; name the class or function that builds the model.")
+    model = getattr(module, attr)()
+    if not isinstance(model, torch.nn.Module):
+        raise LoadError(f"{spec}() returned a {type(model).__name__}, not a torch.nn.Module.")
+    if weights is None:
+        return model
+    p = Path(weights)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such weights file; check the path.")
+    ext = p.suffix.lower()
+    if ext == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(p))
+    elif ext in (".pt", ".pth"):
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise _pickle_refused(p, "the weights file holds Python objects other than tensors and it") from None
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]  # a Lightning-style checkpoint
+    else:
+        raise LoadError(f"{p}: weights must be .safetensors, .pt or .pth (a state dict), got {ext or '(none)'!r}.")
+    if not isinstance(state, dict):
+        raise LoadError(f"{p}: holds a {type(state).__name__}, not a state dict; save model.state_dict().")
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise LoadError(f"{p} does not match the model built by {spec}: missing keys "
+                        f"{list(result.missing_keys)[:5]}, unexpected keys {list(result.unexpected_keys)[:5]}; "
+                        "save the state_dict of the same architecture.")
+    return model
 
 
 # --------------------------------------------------------------------------- helpers

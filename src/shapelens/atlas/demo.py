@@ -25,7 +25,7 @@ from torch import nn
 from ..dimension.compare import DEFAULT_METHODS, DimensionEstimates, compare_estimators
 from .report import AtlasPaths, Section, Table, write_atlas
 
-__all__ = ["run_demo", "make_mlp"]
+__all__ = ["run_demo", "make_mlp", "demo_model"]
 
 # demo training: few, large steps (fast even when the 2 cores are shared), ~97% test accuracy
 _BATCH = 256
@@ -96,6 +96,33 @@ def _profile_line(profile) -> str:
     return ", ".join(f"{name} {d:.1f}" for name, d in zip(profile.layers, profile.dimensions))
 
 
+def _prepare(seed: int, epochs: int = 25, test_fraction: float = 0.2) -> dict:
+    """The digits, the seeded train/test split and the MLP trained on the train part."""
+    from ..data import digits
+
+    X_np, y_np = digits()
+    n = X_np.shape[0]
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(test_fraction * n))
+    test_idx, train_idx = perm[:n_test], perm[n_test:]
+    X = torch.from_numpy(X_np)
+    y = torch.from_numpy(y_np)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = make_mlp()
+        losses = _train(model, X[train_idx], y[train_idx], epochs=epochs, batch_size=_BATCH, lr=_LR, seed=seed)
+    return dict(X_np=X_np, X=X, y=y, model=model, losses=losses, train_idx=train_idx, test_idx=test_idx, n=n,
+                n_test=n_test)
+
+
+def demo_model(seed: int = 0, *, epochs: int = 25) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The demo's MLP trained on its share of the digits (deterministic for ``seed``), with
+    that training split ``(model, X_train, y_train)``: what ``shapelens curvature --demo``
+    measures."""
+    d = _prepare(seed, epochs)
+    return d["model"], d["X"][d["train_idx"]], d["y"][d["train_idx"]]
+
+
 def run_demo(out_dir: str | Path = "atlas", seed: int = 0, *, epochs: int = 25, test_fraction: float = 0.2) -> AtlasPaths:
     """Train a small MLP on scikit-learn's digits and write the demo atlas into ``out_dir``.
 
@@ -108,26 +135,14 @@ def run_demo(out_dir: str | Path = "atlas", seed: int = 0, *, epochs: int = 25, 
     ``atlas.json``'s ``meta``.
     """
     from .. import dimension
-    from ..data import digits
 
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
     t0 = time.perf_counter()
-    X_np, y_np = digits()
-    n = X_np.shape[0]
-    perm = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(test_fraction * n))
-    test_idx, train_idx = perm[:n_test], perm[n_test:]
-    X = torch.from_numpy(X_np)
-    y = torch.from_numpy(y_np)
-    timings["load_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = make_mlp()
-        losses = _train(model, X[train_idx], y[train_idx], epochs=epochs, batch_size=_BATCH, lr=_LR, seed=seed)
+    d = _prepare(seed, epochs, test_fraction)
+    X_np, X, y, model, losses = d["X_np"], d["X"], d["y"], d["model"], d["losses"]
+    train_idx, test_idx, n, n_test = d["train_idx"], d["test_idx"], d["n"], d["n_test"]
     train_acc = _accuracy(model, X[train_idx], y[train_idx])
     test_acc = _accuracy(model, X[test_idx], y[test_idx])
     timings["train_s"] = time.perf_counter() - t0

@@ -113,6 +113,7 @@ class SpectralDensity(Result):
     density: np.ndarray
     sigma: float
     notes: tuple = ()
+    n_matvec: int = 0
 
     def plot(self, ax=None):
         """Log-density against eigenvalue, the way Ghorbani et al. show Hessian spectra."""
@@ -142,12 +143,14 @@ def spectral_density(op, n_vectors: int = 5, n_iter: int = 80, *, sigma: float |
     m = min(check_int(n_iter, "n_iter", 2), n)
     g = torch.Generator().manual_seed(int(seed))
     nodes, weights = [], []
+    n_mv = 0
     for _ in range(n_vectors):
         v = torch.randint(0, 2, (n,), generator=g).double() * 2 - 1
         for alphas, betas, _, _ in _lanczos(op, v, m):
             pass
         T = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
         th, S = np.linalg.eigh(T)
+        n_mv += len(alphas)
         pad = m - len(th)  # an invariant subspace found early: exact quadrature, pad with zero weight
         nodes.append(np.r_[th, np.full(pad, th[-1])])
         weights.append(np.r_[S[0] ** 2, np.zeros(pad)])
@@ -160,7 +163,7 @@ def spectral_density(op, n_vectors: int = 5, n_iter: int = 80, *, sigma: float |
     grid = np.linspace(lo - 0.05 * width - 3 * sig, hi + 0.05 * width + 3 * sig, check_int(grid_size, "grid_size", 10))
     dens = (weights[..., None] * np.exp(-0.5 * ((grid - nodes[..., None]) / sig) ** 2)).sum(axis=(0, 1))
     dens /= n_vectors * sig * math.sqrt(2 * math.pi)
-    return SpectralDensity(nodes, weights, grid, dens, sig, _notes(op))
+    return SpectralDensity(nodes, weights, grid, dens, sig, _notes(op), n_mv)
 
 
 def diagonal(op, samples: int = 100, seed: int = 0) -> np.ndarray:
