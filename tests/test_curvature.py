@@ -362,3 +362,26 @@ def test_distributed_gloo_two_processes_equal_single_process(tmp_path):
         got = np.load(tmp_path / f"rank{rank}.npz")
         for key, want in single.items():
             np.testing.assert_allclose(got[key], want, rtol=1e-10, atol=1e-12, err_msg=f"rank {rank}: {key}")
+
+
+def test_mse_loss_operators_match_the_dense_hessian():
+    """nn.MSELoss (mean) closes over float targets: a torch.func bug (pytorch#123996) the
+    operators must work around."""
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    X = torch.randn(30, 3, dtype=torch.float64)
+    Y = torch.randn(30, 2, dtype=torch.float64)
+    names = [n for n, _ in model.named_parameters()]
+    f, theta0 = _flat_loss(model, nn.MSELoss(), X, Y, names)
+    dense = torch.autograd.functional.hessian(f, theta0)
+    torch.testing.assert_close(Hessian(model, nn.MSELoss(), [(X[:10], Y[:10]), (X[10:], Y[10:])]).to_dense(), dense)
+    G = GGN(model, nn.MSELoss(), (X, Y)).to_dense()
+    J = torch.autograd.functional.jacobian(lambda t: functional_call(model, {n: t[i:j].view_as(p) for n, p, i, j in _slices(model)}, (X,)).reshape(-1), theta0)
+    torch.testing.assert_close(G, J.T @ J * (2.0 / Y.numel()))
+
+
+def _slices(model):
+    i = 0
+    for n, p in model.named_parameters():
+        yield n, p, i, i + p.numel()
+        i += p.numel()

@@ -55,6 +55,15 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _jvp_with_targets(f, primal, tangent, y):
+    """``jvp`` of ``f(primal, y)`` in ``primal`` along ``tangent``. Floating-point targets are
+    passed as primals with a zero tangent: closing over them hits a torch.func bug with
+    ``nn.MSELoss`` (pytorch/pytorch#123996, "ZeroTensors are immutable")."""
+    if y.is_floating_point():
+        return jvp(f, (primal, y), (tangent, torch.zeros_like(y)))[1]
+    return jvp(lambda p: f(p, y), (primal,), (tangent,))[1]
+
+
 class CurvatureOperator:
     """Base: a symmetric ``n x n`` operator over the chosen parameters, ``n`` their total size.
 
@@ -242,10 +251,10 @@ class Hessian(CurvatureOperator):
     differentiation (Pearlmutter 1994, "Fast exact multiplication by the Hessian")."""
 
     def _batch_product(self, v, x, y):
-        def loss(p):
-            return self.loss_fn(self._forward(p, x), y)
+        def loss(p, t):
+            return self.loss_fn(self._forward(p, x), t)
 
-        return jvp(grad(loss), (self._params,), (v,))[1]
+        return _jvp_with_targets(lambda p, t: grad(loss)(p, t), self._params, v, y)
 
 
 class GGN(CurvatureOperator):
@@ -259,7 +268,7 @@ class GGN(CurvatureOperator):
             return self._forward(p, x)
 
         o, Jv = jvp(out, (self._params,), (v,))
-        HJv = jvp(grad(lambda z: self.loss_fn(z, y)), (o,), (Jv,))[1]
+        HJv = _jvp_with_targets(lambda z, t: grad(self.loss_fn)(z, t), o, Jv, y)
         _, pullback = vjp(out, self._params)
         return pullback(HJv)[0]
 

@@ -118,7 +118,9 @@ class SpectralDensity(Result):
     def plot(self, ax=None):
         """Log-density against eigenvalue, the way Ghorbani et al. show Hessian spectra."""
         ax = self._axes(ax, (5, 3.5))
-        ax.semilogy(self.grid, np.maximum(self.density, 1e-12))
+        top = float(np.max(self.density)) if self.density.size else 1.0
+        ax.semilogy(self.grid, np.maximum(self.density, 1e-300))
+        ax.set_ylim(top * 1e-7, top * 3)  # seven decades: the outliers' mass, not Gaussian tails
         ax.set_xlabel("eigenvalue")
         ax.set_ylabel("density")
         ax.set_title("Spectral density (SLQ)")

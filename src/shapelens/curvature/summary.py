@@ -56,7 +56,8 @@ class CurvatureSummary(Result):
             ax.axvline(lam, color="#d62728", linewidth=1, alpha=0.7, linestyle="--",
                        label="top eigenvalues (Lanczos)" if i == 0 else None)
         ax.set_xlabel("eigenvalue")
-        ax.set_title(f"{self.operator} spectrum: {self.n_params:,} parameters, {self.n_samples:,} samples")
+        name = {"hessian": "Hessian", "ggn": "GGN", "fisher": "Empirical Fisher"}.get(self.operator, self.operator)
+        ax.set_title(f"{name} spectrum: {self.n_params:,} parameters, {self.n_samples:,} samples")
         ax.legend(loc="upper right", fontsize=8)
         return ax
 
