@@ -144,7 +144,8 @@ def demo(tmp_path_factory):
 def test_demo_writes_html_json_and_figures(demo):
     assert demo.html.name == "index.html" and demo.html.is_file()
     assert demo.json.name == "atlas.json" and demo.json.is_file()
-    assert [p.name for p in demo.figures] == ["layer-id-profile.png", "data-id.png"]
+    assert [p.name for p in demo.figures] == ["layer-id-profile.png", "data-id.png", "curvature-spectrum.png",
+                                              "loss-landscape.png"]
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in demo.figures)
 
 
@@ -178,6 +179,38 @@ def test_demo_json_layer_profile_first_and_finite(demo):
     for key in ("shapelens_version", "torch_version", "date", "timings"):
         assert meta[key]
     assert {"train_s", "profile_twonn_s", "profile_mle_s", "data_id_s", "render_s"} <= set(meta["timings"])
+
+
+def test_demo_curvature_sections_match_the_library(demo):
+    """The spectrum and landscape sections hold the numbers a direct library call gives on the
+    same trained model and training split."""
+    import torch
+    from torch import nn
+
+    from shapelens.atlas.demo import demo_model
+    from shapelens.curvature import Hessian, eigenvalues
+
+    doc = json.loads(demo.json.read_text())
+    by_id = {s["id"]: s for s in doc["sections"]}
+    spec, land = by_id["curvature-spectrum"]["result"], by_id["loss-landscape"]["result"]
+    model, X, y = demo_model(0)
+    H = Hessian(model, nn.CrossEntropyLoss(), (X, y))
+    top = eigenvalues(H, k=5, tol=1e-8).eigenvalues[::-1]
+    assert spec["n_params"] == H.dim == 18986 and spec["n_samples"] == len(y)
+    np.testing.assert_allclose(spec["top_eigenvalues"], top, rtol=1e-3)
+    assert spec["top_eigenvalues"][0] > 0 and spec["trace"] > sum(spec["top_eigenvalues"])
+    assert spec["blocks"] == ["fc1", "fc2", "fc3", "out"]
+    # every block's top eigenvalue is at most the whole Hessian's (Cauchy interlacing)
+    assert max(spec["block_top_eigenvalues"]) <= spec["top_eigenvalues"][0] * (1 + 1e-4)
+    d = spec["density"]
+    g, f = np.array(d["grid"]), np.array(d["density"])
+    assert (np.diff(g) * (f[1:] + f[:-1]) / 2).sum() == pytest.approx(1.0, abs=0.02)  # a density: mass 1
+    Z = np.array(land["losses"], dtype=float)
+    assert Z.shape == (21, 21) and np.isfinite(Z).all()
+    with torch.no_grad():
+        loss = float(nn.CrossEntropyLoss()(model(X), y))
+    assert land["center_loss"] == pytest.approx(loss, rel=1e-5) and Z[10, 10] == pytest.approx(loss, rel=1e-5)
+    assert Z.min() >= loss - 1e-6  # trained weights: the centre is the lowest point of the plane
 
 
 def test_demo_html_embeds_the_profile_figure(demo):
@@ -259,7 +292,8 @@ def test_headless_chromium_shows_the_profile_figure(demo, tmp_path):
     assert img.get("data-loaded") == "true", img.get("data-loaded")
     assert int(img["data-natural-width"]) == png.shape[1]
     assert int(img["data-natural-height"]) == png.shape[0]
-    assert parsed.body.get("data-images-ready") == "2/2"
+    n_fig = len(demo.figures)
+    assert parsed.body.get("data-images-ready") == f"{n_fig}/{n_fig}"
 
     # 2. the screenshot: not blank, and the figure's own line colours are on screen
     shot = tmp_path / "shot.png"
