@@ -385,3 +385,45 @@ def _slices(model):
     for n, p in model.named_parameters():
         yield n, p, i, i + p.numel()
         i += p.numel()
+
+
+def test_hessian_of_a_transformer_through_fused_attention():
+    """A Hugging Face causal LM (tiny random Llama, built from a config: nothing downloaded)
+    uses F.scaled_dot_product_attention, whose fused kernels have no second derivatives; the
+    operators run it on the math kernel and match the dense Hessian of a block."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=32)
+    lm = LlamaForCausalLM(cfg).double().eval()
+    assert lm.config._attn_implementation == "sdpa"
+
+    class NextToken(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids):
+            return self.m(input_ids=ids).logits[:, :-1].reshape(-1, cfg.vocab_size)
+
+    def loss(logits, ids):
+        return nn.functional.cross_entropy(logits, ids[:, 1:].reshape(-1))
+
+    net = NextToken(lm)
+    ids = torch.randint(0, 50, (3, 12))
+    block = ["m.model.layers.1.self_attn.q_proj.weight"]  # 16 x 16: inside the attention
+    H = Hessian(net, loss, (ids, ids), params=block)
+    assert H.dim == 256
+    w0 = dict(net.named_parameters())[block[0]].detach()
+
+    def f(theta):
+        return loss(functional_call(net, {block[0]: theta.view(16, 16)}, (ids,)), ids)
+
+    lm.config._attn_implementation = "eager"  # the reference: plain differentiable ops
+    dense = torch.autograd.functional.hessian(f, w0.reshape(-1))
+    lm.config._attn_implementation = "sdpa"
+    torch.testing.assert_close(H.to_dense(), dense, rtol=1e-6, atol=1e-9)
+    top = eigenvalues(H, k=2, which="both")
+    lam = torch.linalg.eigvalsh(dense).numpy()
+    np.testing.assert_allclose(top.eigenvalues, np.r_[lam[:2], lam[-2:]], rtol=1e-5, atol=1e-9)

@@ -55,6 +55,16 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def second_order_attention():
+    """Context in which ``F.scaled_dot_product_attention`` runs its "math" kernel, written in
+    differentiable ops. The fused flash / memory-efficient kernels (the default in torch and
+    in Hugging Face transformers) implement neither forward-mode AD nor a differentiable
+    backward, so Hessian-vector products through attention fail without it."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def _jvp_with_targets(f, primal, tangent, y):
     """``jvp`` of ``f(primal, y)`` in ``primal`` along ``tangent``. Floating-point targets are
     passed as primals with a zero tangent: closing over them hits a torch.func bug with
@@ -83,6 +93,10 @@ class CurvatureOperator:
     take are refused naming the batch; parameters that receive no gradient from the loss
     (an unused head, a frozen branch) are excluded, listed in ``excluded`` and ``notes``.
     ``loss`` holds the full-data loss at the current weights.
+
+    Attention: products run with ``scaled_dot_product_attention`` on its differentiable
+    "math" kernel (:func:`second_order_attention`), so transformers (Hugging Face models
+    included) work; the fused kernels have no second derivatives.
 
     Distributed (data parallel): inside an initialized ``torch.distributed`` process group of
     several processes, each rank passes its own shard of the data; products are computed on
@@ -153,7 +167,7 @@ class CurvatureOperator:
             import torch.distributed as dist
 
             rank = f" on rank {dist.get_rank()}"
-        with eval_mode(self.model), torch.enable_grad():
+        with eval_mode(self.model), torch.enable_grad(), second_order_attention():
             for i, (x, y) in enumerate(self.batches):
                 x, y = x.to(self.device), y.to(self.device)
                 try:
@@ -214,7 +228,7 @@ class CurvatureOperator:
             raise ValueError(f"vector has {v.numel()} entries but the operator acts on {self.dim} parameters.")
         vd = self._unflatten(v)
         total = torch.zeros_like(v)
-        with eval_mode(self.model):
+        with eval_mode(self.model), second_order_attention():
             for x, y in self.batches:
                 x = x.to(self.device)
                 y = y.to(self.device)
