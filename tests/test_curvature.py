@@ -427,3 +427,13 @@ def test_hessian_of_a_transformer_through_fused_attention():
     top = eigenvalues(H, k=2, which="both")
     lam = torch.linalg.eigvalsh(dense).numpy()
     np.testing.assert_allclose(top.eigenvalues, np.r_[lam[:2], lam[-2:]], rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_reverse_over_reverse_hvp_equals_forward_over_reverse(reduction):
+    model, loss_fn, batches, X, y = _setup(9, reduction)
+    a = Hessian(model, loss_fn, batches).to_dense()
+    b = Hessian(model, loss_fn, batches, hvp="reverse-over-reverse").to_dense()
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="hvp must be one of"):
+        Hessian(model, loss_fn, batches, hvp="finite-differences")

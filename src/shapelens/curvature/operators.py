@@ -261,14 +261,40 @@ class CurvatureOperator:
 
 
 class Hessian(CurvatureOperator):
-    """Hessian of the loss with respect to the chosen parameters, by forward-over-reverse
-    differentiation (Pearlmutter 1994, "Fast exact multiplication by the Hessian")."""
+    """Hessian of the loss with respect to the chosen parameters (Pearlmutter 1994, "Fast
+    exact multiplication by the Hessian").
+
+    ``hvp`` picks how a product is differentiated: ``"forward-over-reverse"`` (default; a
+    ``torch.func.jvp`` of the gradient: no second backward graph kept, the least memory) or
+    ``"reverse-over-reverse"`` (double backward, as PyHessian does: on CPU often faster for
+    plain MLPs, since forward-mode kernels are less tuned there). Both give the same matrix
+    to rounding (tested); ``benchmarks/bench_curvature.py`` times both.
+    """
+
+    HVP_MODES = ("forward-over-reverse", "reverse-over-reverse")
+
+    def __init__(self, model: nn.Module, loss_fn, data, params=None, *, hvp: str = "forward-over-reverse"):
+        if hvp not in self.HVP_MODES:
+            raise ValueError(f"hvp must be one of {', '.join(self.HVP_MODES)}, got {hvp!r}.")
+        self.hvp = hvp
+        super().__init__(model, loss_fn, data, params)
 
     def _batch_product(self, v, x, y):
+        if self.hvp == "reverse-over-reverse":
+            return self._double_backward(v, x, y)
+
         def loss(p, t):
             return self.loss_fn(self._forward(p, x), t)
 
         return _jvp_with_targets(lambda p, t: grad(loss)(p, t), self._params, v, y)
+
+    def _double_backward(self, v, x, y):
+        ps = {n: p.detach().requires_grad_(True) for n, p in self._params.items()}
+        with torch.enable_grad():
+            loss = self.loss_fn(self._forward(ps, x), y)
+            g = torch.autograd.grad(loss, list(ps.values()), create_graph=True)
+            hv = torch.autograd.grad(g, list(ps.values()), grad_outputs=[v[n] for n in ps], allow_unused=True)
+        return {n: (h if h is not None else torch.zeros_like(ps[n])) for n, h in zip(ps, hv)}
 
 
 class GGN(CurvatureOperator):
