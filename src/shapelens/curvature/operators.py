@@ -217,7 +217,7 @@ class CurvatureOperator:
     def _weight(self, y) -> float:
         return len(y) / self.n_samples if self.reduction == "mean" else 1.0
 
-    def _batch_product(self, v: dict, x, y) -> dict:  # pragma: no cover - abstract
+    def _batch_product(self, v: dict, x, y, i: int) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # -- products -----------------------------------------------------------------------
@@ -229,10 +229,10 @@ class CurvatureOperator:
         vd = self._unflatten(v)
         total = torch.zeros_like(v)
         with eval_mode(self.model), second_order_attention():
-            for x, y in self.batches:
+            for i, (x, y) in enumerate(self.batches):
                 x = x.to(self.device)
                 y = y.to(self.device)
-                total += self._weight(y) * self._flatten(self._batch_product(vd, x, y))
+                total += self._weight(y) * self._flatten(self._batch_product(vd, x, y, i))
         if self.distributed:
             _all_reduce(total)
         return total
@@ -264,37 +264,59 @@ class Hessian(CurvatureOperator):
     """Hessian of the loss with respect to the chosen parameters (Pearlmutter 1994, "Fast
     exact multiplication by the Hessian").
 
-    ``hvp`` picks how a product is differentiated: ``"forward-over-reverse"`` (default; a
-    ``torch.func.jvp`` of the gradient: no second backward graph kept, the least memory) or
-    ``"reverse-over-reverse"`` (double backward, as PyHessian does: on CPU often faster for
-    plain MLPs, since forward-mode kernels are less tuned there). Both give the same matrix
-    to rounding (tested); ``benchmarks/bench_curvature.py`` times both.
+    ``hvp`` picks how a product is differentiated:
+
+    * ``"forward-over-reverse"`` (default): a ``torch.func.jvp`` of the gradient; nothing is
+      kept between products, the least memory.
+    * ``"reverse-over-reverse"``: double backward; on CPU often a little faster for plain
+      MLPs (forward-mode kernels are less tuned there); nothing kept between products.
+    * ``"cached-graph"``: reverse-over-reverse keeping each batch's gradient graph between
+      products (as PyHessian does for one batch), so a product is one backward pass, about
+      half the cost; memory: every batch's double-backward graph at once, so use it when the
+      data is a few batches that fit. If the weights change in place the graphs are rebuilt.
+
+    All give the same matrix to rounding (tested); ``benchmarks/bench_curvature.py`` times them.
     """
 
-    HVP_MODES = ("forward-over-reverse", "reverse-over-reverse")
+    HVP_MODES = ("forward-over-reverse", "reverse-over-reverse", "cached-graph")
 
     def __init__(self, model: nn.Module, loss_fn, data, params=None, *, hvp: str = "forward-over-reverse"):
         if hvp not in self.HVP_MODES:
             raise ValueError(f"hvp must be one of {', '.join(self.HVP_MODES)}, got {hvp!r}.")
         self.hvp = hvp
+        self._graphs: dict = {}
         super().__init__(model, loss_fn, data, params)
 
-    def _batch_product(self, v, x, y):
-        if self.hvp == "reverse-over-reverse":
-            return self._double_backward(v, x, y)
+    def _batch_product(self, v, x, y, i):
+        if self.hvp == "forward-over-reverse":
+            def loss(p, t):
+                return self.loss_fn(self._forward(p, x), t)
 
-        def loss(p, t):
-            return self.loss_fn(self._forward(p, x), t)
+            return _jvp_with_targets(lambda p, t: grad(loss)(p, t), self._params, v, y)
+        keep = self.hvp == "cached-graph"
+        for attempt in (0, 1):
+            entry = self._graphs.get(i) if keep else None
+            if entry is None:
+                entry = self._gradient_graph(x, y)
+                if keep:
+                    self._graphs[i] = entry
+            ps, g = entry
+            try:
+                hv = torch.autograd.grad(g, list(ps.values()), grad_outputs=[v[n] for n in ps], retain_graph=keep,
+                                         allow_unused=True)
+                break
+            except RuntimeError as exc:  # weights changed in place since the graph was built: rebuild once
+                if not keep or attempt or "inplace" not in str(exc):
+                    raise
+                self._graphs.pop(i, None)
+        return {n: (h if h is not None else torch.zeros_like(ps[n])) for n, h in zip(ps, hv)}
 
-        return _jvp_with_targets(lambda p, t: grad(loss)(p, t), self._params, v, y)
-
-    def _double_backward(self, v, x, y):
+    def _gradient_graph(self, x, y):
         ps = {n: p.detach().requires_grad_(True) for n, p in self._params.items()}
         with torch.enable_grad():
             loss = self.loss_fn(self._forward(ps, x), y)
             g = torch.autograd.grad(loss, list(ps.values()), create_graph=True)
-            hv = torch.autograd.grad(g, list(ps.values()), grad_outputs=[v[n] for n in ps], allow_unused=True)
-        return {n: (h if h is not None else torch.zeros_like(ps[n])) for n, h in zip(ps, hv)}
+        return ps, g
 
 
 class GGN(CurvatureOperator):
@@ -303,7 +325,7 @@ class GGN(CurvatureOperator):
     model's outputs, ``H_L`` the Hessian of the loss in the outputs. Positive semi-definite
     for convex losses; equal to the Fisher for exponential-family likelihoods (Martens 2020)."""
 
-    def _batch_product(self, v, x, y):
+    def _batch_product(self, v, x, y, i):
         def out(p):
             return self._forward(p, x)
 
@@ -318,7 +340,7 @@ class EmpiricalFisher(CurvatureOperator):
     for a mean loss, 1 for a sum). Not the Fisher information (Kunstner, Balles & Hennig 2019,
     "Limitations of the empirical Fisher approximation"), but cheap and widely used."""
 
-    def _batch_product(self, v, x, y):
+    def _batch_product(self, v, x, y, i):
         def one(p, xi, yi):
             return self.loss_fn(self._forward(p, xi.unsqueeze(0)), yi.unsqueeze(0))
 
