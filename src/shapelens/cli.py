@@ -50,6 +50,8 @@ def _one_line(message: object) -> str:
 def _echo_warnings(caught: List[warnings.WarningMessage]) -> None:
     seen = set()
     for w in caught:
+        if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+            continue  # library internals (e.g. torch.func's first use scripts a decomposition), not about the data
         text = _one_line(w.message)
         if text not in seen:
             seen.add(text)
