@@ -39,6 +39,7 @@ from .._results import Result
 from ..neighbors import default_memory_budget
 from ..probe import eval_mode
 from .operators import Hessian, _batches
+from .operators import select_params
 from .spectra import eigenvalues
 
 __all__ = ["Landscape", "TrajectoryPCA", "random_directions", "eigen_directions", "landscape_1d", "landscape_2d",
@@ -224,36 +225,6 @@ class TrajectoryPCA(Result):
 # ----------------------------------------------------------------------------------------
 # parameters and directions
 # ----------------------------------------------------------------------------------------
-def _select(model: nn.Module, params) -> list[str]:
-    """Names of the chosen parameters (the rules of ``CurvatureOperator``)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    named = dict(model.named_parameters())
-    if params is None:
-        names = [n for n, p in named.items() if p.requires_grad]
-    else:
-        if isinstance(params, (str, torch.Tensor)):
-            params = [params]
-        by_id = {id(p): n for n, p in named.items()}
-        chosen = set()
-        for p in params:
-            if isinstance(p, str):
-                if p not in named:
-                    raise ValueError(f"{p!r} is not a parameter of the model; choose from {', '.join(named)}.")
-                chosen.add(p)
-            elif id(p) in by_id:
-                chosen.add(by_id[id(p)])
-            else:
-                raise ValueError("a tensor in params is not a parameter of the model; pass names or model parameters.")
-        names = [n for n in named if n in chosen]
-    if not names:
-        raise ValueError("no parameters selected (none require grad); pass params explicitly.")
-    bad = [n for n in names if not named[n].is_floating_point()]
-    if bad:
-        raise ValueError(f"parameters {bad} are not floating point and cannot be perturbed; leave them out of params.")
-    return names
-
-
 def _dot(a: dict, b: dict) -> float:
     return float(sum((a[n].double() * b[n].double()).sum() for n in a if n in b))
 
@@ -324,7 +295,7 @@ def random_directions(model: nn.Module, n: int = 1, *, params=None, norm: str | 
         raise ValueError(f"norm must be 'filter', 'layer' or None, got {norm!r}.")
     if ignore not in ("biasbn", None):
         raise ValueError(f"ignore must be 'biasbn' or None, got {ignore!r}.")
-    names = _select(model, params)
+    names = select_params(model, params)
     named = dict(model.named_parameters())
     g = torch.Generator().manual_seed(int(seed))
     out = []
@@ -363,7 +334,7 @@ def eigen_directions(model: nn.Module, loss_fn, data, n: int = 2, *, params=None
     eigenvalues, largest first.
     """
     n = check_int(n, "n", 1)
-    names = _select(model, params)
+    names = select_params(model, params)
     H = Hessian(model, loss_fn, data, params=names)
     if n > H.dim:
         raise ValueError(f"n={n} eigenvectors asked of {H.dim} parameters; pass n <= {H.dim}.")
@@ -667,7 +638,7 @@ def landscape_1d(model: nn.Module, loss_fn, data, direction="filter", *, span=(-
     steps = check_int(steps, "steps", 2)
     lo, hi = _span(span, "span")
     batch_points = _batch_points(batch_points)
-    names = _select(model, params)
+    names = select_params(model, params)
     dirs, kind, vals, labels, notes = _resolve(model, loss_fn, data, direction, 1, names, seed)
     alphas = np.linspace(lo, hi, steps)
     center, losses, more = _run(model, loss_fn, data, dirs, alphas[:, None], batch_points=batch_points, progress=progress)
@@ -694,7 +665,7 @@ def landscape_2d(model: nn.Module, loss_fn, data, directions="filter", *, span=(
     n1, n2 = _steps2(steps)
     (a0, a1), (b0, b1) = _span2(span)
     batch_points = _batch_points(batch_points)
-    names = _select(model, params)
+    names = select_params(model, params)
     dirs, kind, vals, labels, notes = _resolve(model, loss_fn, data, directions, 2, names, seed)
     notes += _cosine_note(dirs)
     alphas, betas = np.linspace(a0, a1, n1), np.linspace(b0, b1, n2)
@@ -787,7 +758,7 @@ def checkpoint_landscape(model: nn.Module, loss_fn, data, checkpoints, *, steps=
                          "for a longer trajectory use trajectory_pca.")
     m = _margin(margin)
     batch_points = _batch_points(batch_points)
-    names = _select(model, params)
+    names = select_params(model, params)
     thetas = [_ckpt_params(model, c, names, i) for i, c in enumerate(checkpoints)]
     origin = thetas[0]
     u = _sub(thetas[1], origin)
@@ -837,7 +808,7 @@ def checkpoint_landscape(model: nn.Module, loss_fn, data, checkpoints, *, steps=
 
 def _traj_params(checkpoints, model, params, ignore) -> tuple[list[str], list[dict]]:
     if model is not None:
-        names = _select(model, params)
+        names = select_params(model, params)
         if ignore == "biasbn":
             named = dict(model.named_parameters())
             names = [n for n in names if named[n].ndim > 1]
@@ -961,7 +932,7 @@ def trajectory_pca(checkpoints, *, model: nn.Module | None = None, loss_fn=None,
         alphas, betas = np.linspace(x0, x1, n1), np.linspace(y0, y1, n2)
         A, B = np.meshgrid(alphas, betas, indexing="ij")
         C = np.concatenate([np.stack([A.ravel(), B.ravel()], axis=1), coords])
-        base = _ckpt_params(model, checkpoints[-1], _select(model, params), T - 1)  # biases too under biasbn
+        base = _ckpt_params(model, checkpoints[-1], select_params(model, params), T - 1)  # biases too under biasbn
         center, losses, more = _run(model, loss_fn, data, dirs, C, base=base, batch_points=batch_points, progress=progress)
         lnotes = notes[:1] + more
         grid = losses[: n1 * n2].reshape(n1, n2)

@@ -65,6 +65,38 @@ def second_order_attention():
     return sdpa_kernel([SDPBackend.MATH])
 
 
+def select_params(model: nn.Module, params) -> list[str]:
+    """Names of the chosen parameters, in the model's order: all trainable ones for ``None``,
+    else the given names or parameter tensors (one or an iterable). Shared by the operators
+    and the landscapes so that ``params=`` means the same everywhere."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    named = dict(model.named_parameters())
+    if params is None:
+        names = [n for n, p in named.items() if p.requires_grad]
+    else:
+        if isinstance(params, (str, torch.Tensor)):
+            params = [params]
+        by_id = {id(p): n for n, p in named.items()}
+        chosen = set()
+        for p in params:
+            if isinstance(p, str):
+                if p not in named:
+                    raise ValueError(f"{p!r} is not a parameter of the model; choose from {', '.join(named)}.")
+                chosen.add(p)
+            elif id(p) in by_id:
+                chosen.add(by_id[id(p)])
+            else:
+                raise ValueError("a tensor in params is not a parameter of the model; pass names or model parameters.")
+        names = [n for n in named if n in chosen]
+    if not names:
+        raise ValueError("no parameters selected (none require grad); pass params explicitly.")
+    bad = [n for n in names if not named[n].is_floating_point()]
+    if bad:
+        raise ValueError(f"parameters {bad} are not floating point and cannot be perturbed; leave them out of params.")
+    return names
+
+
 def _jvp_with_targets(f, primal, tangent, y):
     """``jvp`` of ``f(primal, y)`` in ``primal`` along ``tangent``. Floating-point targets are
     passed as primals with a zero tangent: closing over them hits a torch.func bug with
@@ -110,22 +142,7 @@ class CurvatureOperator:
         self.loss_fn = loss_fn
         self.batches = _batches(data)
         named = dict(model.named_parameters())
-        if params is None:
-            names = [n for n, p in named.items() if p.requires_grad]
-        else:
-            by_id = {id(p): n for n, p in named.items()}
-            names = []
-            for p in params:
-                if isinstance(p, str):
-                    if p not in named:
-                        raise ValueError(f"{p!r} is not a parameter of the model; choose from {', '.join(named)}.")
-                    names.append(p)
-                elif id(p) in by_id:
-                    names.append(by_id[id(p)])
-                else:
-                    raise ValueError("a tensor in params is not a parameter of the model; pass names or model parameters.")
-        if not names:
-            raise ValueError("no parameters selected (none require grad); pass params explicitly.")
+        names = select_params(model, params)
         reduction = getattr(loss_fn, "reduction", "mean")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"loss_fn reduction must be 'mean' or 'sum', got {reduction!r}.")
