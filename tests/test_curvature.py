@@ -325,6 +325,7 @@ G = GGN(model, nn.CrossEntropyLoss(reduction="sum"), shard)
 out = dict(Hv=(H @ v).numpy(), Gv=(G @ v).numpy(), top=eigenvalues(H, k=3).eigenvalues,
            tr=np.array([trace(H, samples=30, seed=1).trace]), loss=np.array([H.loss]), n=np.array([H.n_samples]))
 np.savez(os.path.join(sys.argv[1], f"rank{rank}.npz"), **out)
+dist.barrier()  # both ranks done before either tears the group down (else gloo can abort at exit)
 dist.destroy_process_group()
 '''
 
