@@ -60,3 +60,31 @@ def test_mst_bad_input():
         minimum_spanning_tree(np.array([[0.0, np.nan]]), device="cpu")
     with pytest.raises(ValueError):
         minimum_spanning_tree(np.zeros((0, 3)), device="cpu")
+
+
+@pytest.mark.parametrize("make, tol", [
+    (lambda: sphere(3000, 1, seed=0), 0.10),
+    (lambda: sphere(3000, 2, seed=0), 0.10),
+    (lambda: __import__("shapelens.data", fromlist=["ball"]).ball(3000, 3, seed=0), 0.10),
+    (lambda: __import__("shapelens.data", fromlist=["linear_subspace"]).linear_subspace(3000, 5, ambient=10, seed=0), 0.15),
+    (lambda: sphere(3000, 8, seed=0), 0.15),
+])
+def test_phd_recovers_the_dimension_of_known_manifolds(make, tol):
+    """PH dimension (Tulchinskii et al. 2023) through the dimension registry."""
+    from shapelens.dimension import PHD, estimate
+
+    m = make()
+    est = PHD(seed=0).fit(m.X)
+    assert abs(est.dimension_ - m.dimension) <= tol * m.dimension, (est.dimension_, m.dimension)
+    assert est.dimension_std_ > 0 and est.log_lengths_.shape == (5, len(est.sizes_))
+    assert estimate(m.X, "phd", seed=0) == pytest.approx(est.dimension_)
+
+
+def test_phd_bad_input():
+    from shapelens.dimension import PHD
+
+    X = np.random.default_rng(0).standard_normal((40, 3))
+    with pytest.raises(ValueError, match="lower min_points"):
+        PHD(min_points=50).fit(X)
+    with pytest.raises(ValueError, match="alpha must be positive"):
+        PHD(alpha=0, min_points=10).fit(X)

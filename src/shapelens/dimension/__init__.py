@@ -8,6 +8,7 @@ fitted values end in ``_`` (``dimension_``, ``dimension_std_``). Look them up by
 from .compare import DimensionEstimates, compare_estimators
 from .estimators import GRIDE, MLE, CorrelationDimension, LocalPCA, TwoNN
 from .local import local_dimension
+from .phd import PHD
 from .registry import available, estimate, get, register
 from .scale import ScaleCurve, scale_curve
 
@@ -16,6 +17,7 @@ register("mle", MLE, aliases=("levina_bickel",))
 register("gride", GRIDE)
 register("lpca", LocalPCA, aliases=("localpca", "local_pca", "pca"))
 register("corr", CorrelationDimension, aliases=("correlation", "correlationdimension", "gp"))
+register("phd", PHD, aliases=("ph_dim", "persistent_homology_dimension"))
 
 
 def __getattr__(name):
@@ -28,7 +30,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "TwoNN", "MLE", "GRIDE", "LocalPCA", "CorrelationDimension",
+    "TwoNN", "MLE", "GRIDE", "LocalPCA", "CorrelationDimension", "PHD",
     "local_dimension", "scale_curve", "ScaleCurve", "layer_profile", "LayerProfile",
     "estimate", "get", "available", "register", "compare_estimators", "DimensionEstimates",
 ]
