@@ -129,11 +129,13 @@ def _resolve_layers(model: nn.Module, layers: Any) -> tuple[list[str], bool]:
         if not isinstance(name, str):
             raise TypeError(f"layer names must be strings as in model.named_modules(), got {name!r}.")
         if name not in modules:
-            close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.5)
+            names = [n for n in modules if n]
+            close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
             hint = f"did you mean one of {close}? " if close else ""
+            shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
             raise UnknownLayerError(
-                f"layer {name!r} is not a submodule of {type(model).__name__}; {hint}"
-                "valid names are those of model.named_modules() (or use layers='auto')."
+                f"layer {name!r} is not a submodule of {type(model).__name__}; {hint}available names "
+                f"(model.named_modules()): {shown or '(none: the model has no submodules)'}."
             )
         if name not in out:
             out.append(name)

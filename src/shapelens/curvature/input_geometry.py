@@ -20,7 +20,6 @@ time (a batch of one), with ``torch.func``; the model's train/eval flags are res
 
 from __future__ import annotations
 
-import difflib
 import sys
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ from torch.func import functional_call, grad_and_value, jacfwd, jacrev, jvp, vjp
 
 from .._checks import check_int, warn
 from .._results import Result
-from ..probe import UnknownLayerError, _first_tensor, eval_mode
+from ..probe import _first_tensor, _model_device_dtype, _resolve_layers, eval_mode
 from .spectra import eigenvalues as _lanczos
 
 __all__ = ["input_metric", "InputMetric", "input_curvature", "InputCurvature"]
@@ -147,12 +146,8 @@ class InputCurvature(Result):
 
 
 def _model_dtype(model: nn.Module):
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.is_floating_point():
-            return t.device, t.dtype
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device, None
-    return torch.device("cpu"), None
+    devices, dtype = _model_device_dtype(model)
+    return (next(iter(devices)) if devices else torch.device("cpu")), dtype
 
 
 def _check_inputs(x, model: nn.Module, name: str = "x") -> torch.Tensor:
@@ -198,17 +193,8 @@ def _check_inputs(x, model: nn.Module, name: str = "x") -> torch.Tensor:
 def _find_layer(model: nn.Module, layer: str) -> nn.Module:
     if not isinstance(layer, str):
         raise TypeError(f"layer must be a module name (str) as in model.named_modules(), got {layer!r}.")
-    modules = dict(model.named_modules())
-    if layer not in modules or layer == "":
-        names = [n for n in modules if n]
-        close = difflib.get_close_matches(layer, names, n=5, cutoff=0.5)
-        hint = f"did you mean one of {close}? " if close else ""
-        shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
-        raise UnknownLayerError(
-            f"layer {layer!r} is not a submodule of {type(model).__name__}; {hint}available names "
-            f"(model.named_modules()): {shown or '(none: the model has no submodules; pass layer=None)'}."
-        )
-    return modules[layer]
+    (name,), _ = _resolve_layers(model, [layer])  # the probe's rules and error (lists the names)
+    return dict(model.named_modules())[name]
 
 
 def _show_progress(progress) -> bool:
