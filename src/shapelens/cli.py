@@ -299,7 +299,8 @@ def curvature(
     import torch
     from torch import nn
 
-    from .curvature.summary import OPERATORS, curvature_summary
+    from .curvature.operators import OPERATORS
+    from .curvature.summary import curvature_summary
 
     if operator not in OPERATORS:
         _fail(f"unknown operator {operator!r}; use --operator hessian, ggn or fisher.")

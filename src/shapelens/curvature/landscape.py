@@ -38,8 +38,7 @@ from .._checks import check_int
 from .._results import Result
 from ..neighbors import default_memory_budget
 from ..probe import eval_mode
-from .operators import Hessian, _batches
-from .operators import select_params
+from .operators import Hessian, _batches, loss_reduction, select_params
 from .spectra import eigenvalues
 
 __all__ = ["Landscape", "TrajectoryPCA", "random_directions", "eigen_directions", "landscape_1d", "landscape_2d",
@@ -475,10 +474,7 @@ class _Evaluator:
         self.fixed = {n: t for n, t in theta.items() if n not in self.base}
         self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}  # never the model's own
         self.dirs = [{n: d[n] for n in self.moving if n in d} for d in dirs]
-        red = getattr(loss_fn, "reduction", "mean")
-        if red not in ("mean", "sum"):
-            raise ValueError(f"loss_fn reduction must be 'mean' or 'sum', got {red!r}.")
-        self.mean = red == "mean"
+        self.mean = loss_reduction(loss_fn) == "mean"
         self.n = sum(len(y) for _, y in self.batches)
         if self.n == 0:
             raise ValueError("data has no samples; pass at least one non-empty (inputs, targets) batch.")

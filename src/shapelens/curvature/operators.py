@@ -16,7 +16,7 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from ..probe import eval_mode
 
-__all__ = ["Hessian", "GGN", "EmpiricalFisher", "CurvatureOperator"]
+__all__ = ["Hessian", "GGN", "EmpiricalFisher", "CurvatureOperator", "OPERATORS"]
 
 
 def _batches(data) -> list:
@@ -39,6 +39,16 @@ def _batches(data) -> list:
         if len(x) != len(y):
             raise ValueError(f"batch {i} has {len(x)} inputs but {len(y)} targets; pass matching (x, y) pairs.")
     return out
+
+
+def loss_reduction(loss_fn) -> str:
+    """``"mean"`` or ``"sum"``: how ``loss_fn`` reduces over a batch (its ``reduction``
+    attribute, ``"mean"`` when it has none), which sets how batches are weighted."""
+    reduction = getattr(loss_fn, "reduction", "mean")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"loss_fn reduction must be 'mean' or 'sum', got {reduction!r}; the curvature of a "
+                         "per-example loss vector is not defined.")
+    return reduction
 
 
 def _distributed() -> bool:
@@ -143,10 +153,7 @@ class CurvatureOperator:
         self.batches = _batches(data)
         named = dict(model.named_parameters())
         names = select_params(model, params)
-        reduction = getattr(loss_fn, "reduction", "mean")
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"loss_fn reduction must be 'mean' or 'sum', got {reduction!r}.")
-        self.reduction = reduction
+        self.reduction = loss_reduction(loss_fn)
         self.distributed = _distributed()
         n_local = sum(len(y) for _, y in self.batches)
         p0 = named[names[0]]
@@ -365,3 +372,7 @@ class EmpiricalFisher(CurvatureOperator):
         coef = sum((g[n] * v[n]).reshape(len(y), -1).sum(1) for n in self.param_names)  # g_i . v
         scale = 1.0 / len(y) if self.reduction == "mean" else 1.0
         return {n: scale * torch.einsum("b,b...->...", coef, g[n]) for n in self.param_names}
+
+
+#: the operators by name, as ``curvature_summary``, the tracker and the CLI accept them
+OPERATORS = {"hessian": Hessian, "ggn": GGN, "fisher": EmpiricalFisher}

@@ -11,7 +11,7 @@ from torch.func import functional_call
 from .._checks import check_int
 from .._results import Result
 from ..probe import eval_mode
-from .operators import Hessian, _batches
+from .operators import Hessian, _batches, loss_reduction
 from .spectra import eigenvalues, trace
 
 __all__ = ["epsilon_sharpness", "adaptive_sharpness", "max_eigenvalue_sharpness", "trace_sharpness", "Sharpness"]
@@ -38,7 +38,8 @@ class Sharpness(Result):
 
 
 class _Loss:
-    """Full-data loss as a function of (a subset of) the parameters, model in eval mode."""
+    """Full-data loss as a function of (a subset of) the parameters, model in eval mode: the
+    one full-data loss of the sharpness measures and the training tracker."""
 
     def __init__(self, model: nn.Module, loss_fn, data):
         self.model, self.loss_fn = model, loss_fn
@@ -47,15 +48,15 @@ class _Loss:
         self.fixed = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
         self.buffers = dict(model.named_buffers())
         self.n = sum(len(y) for _, y in self.batches)
-        red = getattr(loss_fn, "reduction", "mean")
-        if red not in ("mean", "sum"):
-            raise ValueError(f"loss_fn reduction must be 'mean' or 'sum', got {red!r}.")
-        self.mean = red == "mean"
+        self.mean = loss_reduction(loss_fn) == "mean"
 
     def __call__(self, p: dict) -> torch.Tensor:
         total = 0.0
+        dev = next(iter(p.values())).device if p else None
         with eval_mode(self.model):
             for x, y in self.batches:
+                if dev is not None:
+                    x, y = x.to(dev), y.to(dev)
                 out = functional_call(self.model, {**self.fixed, **self.buffers, **p}, (x,))
                 w = len(y) / self.n if self.mean else 1.0
                 total = total + w * self.loss_fn(out, y)

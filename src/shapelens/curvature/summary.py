@@ -11,13 +11,10 @@ from torch import nn
 
 from .._checks import check_int
 from .._results import Result
-from .operators import GGN, EmpiricalFisher, Hessian
+from .operators import OPERATORS
 from .spectra import SpectralDensity, eigenvalues, spectral_density, trace
 
-__all__ = ["curvature_summary", "CurvatureSummary", "OPERATORS"]
-
-#: operator names accepted by :func:`curvature_summary` and the CLI
-OPERATORS = {"hessian": Hessian, "ggn": GGN, "fisher": EmpiricalFisher}
+__all__ = ["curvature_summary", "CurvatureSummary"]
 
 
 @dataclass(frozen=True)

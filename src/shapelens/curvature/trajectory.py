@@ -27,13 +27,12 @@ from torch import nn
 
 from .._checks import check_int, warn
 from .._results import Result
-from ..probe import eval_mode
-from .operators import GGN, Hessian, _batches
+from .operators import OPERATORS, _batches, loss_reduction
+from .sharpness import _Loss
 from .spectra import eigenvalues, trace
 
 __all__ = ["CurvatureTracker", "CurvatureTrajectory", "lightning_callback"]
 
-_OPERATORS = {"hessian": Hessian, "ggn": GGN}
 _CITATION = "Cohen et al. 2021"
 
 
@@ -260,16 +259,13 @@ class CurvatureTracker:
             lr = float(lr)
         self.lr = lr
         key = str(operator).lower()
-        if key not in _OPERATORS:
+        if key not in ("hessian", "ggn"):  # the curvature gradient descent feels; the empirical Fisher is not it
             raise ValueError(f"operator must be 'hessian' or 'ggn', got {operator!r}.")
         self.operator = key
         if not (isinstance(tol, (int, float)) and tol > 0):
             raise ValueError(f"tol must be a positive number, got {tol!r}.")
         self.tol = float(tol)
-        reduction = getattr(loss_fn, "reduction", "mean")
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"loss_fn reduction must be 'mean' or 'sum', got {reduction!r}; the curvature of a "
-                             "per-example loss vector is not defined.")
+        loss_reduction(loss_fn)  # refuses a per-example loss now, not at the first measurement
         self.loss_fn = loss_fn
         with _Untouched():  # reading a shuffled DataLoader draws from the global RNG
             self.batches = _batches(data)
@@ -322,7 +318,9 @@ class CurvatureTracker:
     def _measure(self, model: nn.Module) -> dict:
         t0 = time.perf_counter()
         with _Untouched(model), torch.enable_grad():
-            loss = _data_loss(model, self.loss_fn, self.batches)
+            with torch.no_grad():
+                L = _Loss(model, self.loss_fn, self.batches)
+                loss = float(L(L.params))
             if not math.isfinite(loss):  # diverged: keep the training loop alive, say so
                 warn(f"the loss on the measurement data is {loss} (training diverged?); recording NaN curvature "
                      "for this step.")
@@ -330,7 +328,7 @@ class CurvatureTracker:
                 return {"top": nan, "res": nan.copy(), "trace": np.nan if self.trace_samples else None,
                         "se": np.nan if self.trace_samples else None, "loss": loss, "n_matvec": 0, "lanczos": 0,
                         "seconds": time.perf_counter() - t0}
-            op = _OPERATORS[self.operator](model, self.loss_fn, self.batches, params=self.params)
+            op = OPERATORS[self.operator](model, self.loss_fn, self.batches, params=self.params)
             k = min(self.k, op.dim)
             warm = self.warm_start and self._vectors is not None and self._vectors.shape[0] == op.dim
             if warm:
@@ -406,20 +404,6 @@ def _as_loss(loss) -> float:
         return float(loss)
     except (TypeError, ValueError):
         raise TypeError(f"loss must be a number or a scalar tensor, got {type(loss).__name__}.") from None
-
-
-@torch.no_grad()
-def _data_loss(model: nn.Module, loss_fn, batches) -> float:
-    """Loss over the measurement batches in eval mode (mean losses weighted by batch size)."""
-    mean = getattr(loss_fn, "reduction", "mean") == "mean"
-    n = sum(len(y) for _, y in batches)
-    dev = next(model.parameters()).device
-    total = 0.0
-    with eval_mode(model):
-        for x, y in batches:
-            value = float(loss_fn(model(x.to(dev)), y.to(dev)))
-            total += value * (len(y) / n if mean else 1.0)
-    return total
 
 
 # ---------------------------------------------------------------------------------------------
