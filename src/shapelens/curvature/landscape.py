@@ -350,6 +350,17 @@ def eigen_directions(model: nn.Module, loss_fn, data, n: int = 2, *, params=None
     return dirs, vals
 
 
+def _like_param(v, p: torch.Tensor, what: str, fix: str) -> torch.Tensor:
+    """``v`` (tensor or array) as a finite tensor of ``p``'s shape, dtype and device."""
+    t = torch.as_tensor(v.detach() if isinstance(v, torch.Tensor) else np.asarray(v))
+    if tuple(t.shape) != tuple(p.shape):
+        raise ValueError(f"{what} has shape {tuple(t.shape)} but the parameter has shape {tuple(p.shape)}; {fix}.")
+    t = t.to(dtype=p.dtype, device=p.device)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{what} contains NaN or inf; {fix}, with finite values.")
+    return t
+
+
 def _check_direction(model: nn.Module, names: list[str], d, what: str) -> dict:
     if not isinstance(d, Mapping):
         raise TypeError(f"{what} must be a dict name -> tensor (as random_directions returns), got {type(d).__name__}.")
@@ -367,15 +378,7 @@ def _check_direction(model: nn.Module, names: list[str], d, what: str) -> dict:
         if k not in sel:
             raise ValueError(f"{what} has key {k!r}, which is not among the selected params; add it to params "
                              "or leave it out of the direction.")
-        p = named[k]
-        t = torch.as_tensor(v.detach() if isinstance(v, torch.Tensor) else np.asarray(v))
-        if tuple(t.shape) != tuple(p.shape):
-            raise ValueError(f"{what}[{k!r}] has shape {tuple(t.shape)} but the parameter has shape "
-                             f"{tuple(p.shape)}; a direction must match the parameters' shapes.")
-        t = t.to(dtype=p.dtype, device=p.device)
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{what}[{k!r}] contains NaN or inf; pass a finite direction.")
-        out[k] = t
+        out[k] = _like_param(v, named[k], f"{what}[{k!r}]", "pass a direction matching the parameters")
     if not out:
         raise ValueError(f"{what} is empty; give a tensor for at least one parameter.")
     if _norm(out) == 0:
@@ -698,15 +701,7 @@ def _ckpt_params(model: nn.Module, ckpt, names: list[str], i: int) -> dict:
                          f"{'...' if len(unexpected) > 5 else ''}{hint}; pass state_dicts of this model's architecture.")
     out = {}
     for n in names:
-        p = named[n]
-        t = torch.as_tensor(sd[n].detach() if isinstance(sd[n], torch.Tensor) else np.asarray(sd[n]))
-        if tuple(t.shape) != tuple(p.shape):
-            raise ValueError(f"checkpoint {i}[{n!r}] has shape {tuple(t.shape)} but the model's parameter has "
-                             f"shape {tuple(p.shape)}; pass checkpoints of this model's architecture.")
-        t = t.to(dtype=p.dtype, device=p.device)
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"checkpoint {i}[{n!r}] contains NaN or inf; pass finite checkpoints.")
-        out[n] = t
+        out[n] = _like_param(sd[n], named[n], f"checkpoint {i}[{n!r}]", "pass checkpoints of this model's architecture")
     return out
 
 
