@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from dense_reference import flat_loss
+
 from shapelens.curvature import GGN, EmpiricalFisher, Hessian, eigenvalues, trace
 
 
@@ -20,28 +22,11 @@ def _setup(seed=0, reduction="mean"):
     return model, nn.CrossEntropyLoss(reduction=reduction), batches, X, y
 
 
-def _flat_loss(model, loss_fn, X, y, names):
-    params = dict(model.named_parameters())
-    shapes = [params[n].shape for n in names]
-    sizes = [params[n].numel() for n in names]
-
-    def f(theta):
-        p, i = {}, 0
-        for n, sh, s in zip(names, shapes, sizes):
-            p[n] = theta[i:i + s].view(sh)
-            i += s
-        full = {**{k: v.detach() for k, v in params.items()}, **p}
-        return loss_fn(functional_call(model.eval(), full, (X,)), y)
-
-    theta0 = torch.cat([params[n].detach().reshape(-1) for n in names])
-    return f, theta0
-
-
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_hessian_matches_dense_autograd(reduction):
     model, loss_fn, batches, X, y = _setup(reduction=reduction)
     names = [n for n, _ in model.named_parameters()]
-    f, theta0 = _flat_loss(model, loss_fn, X, y, names)
+    f, theta0 = flat_loss(model, loss_fn, X, y, names)
     dense = torch.autograd.functional.hessian(f, theta0)  # eval mode: dropout off
     model.train()
     H = Hessian(model, loss_fn, batches)
@@ -90,7 +75,7 @@ def test_empirical_fisher_matches_per_example_gradients():
     names = [n for n, _ in model.named_parameters()]
     grads = []
     for i in range(40):
-        f, theta0 = _flat_loss(model, loss_fn, X[i:i + 1], y[i:i + 1], names)
+        f, theta0 = flat_loss(model, loss_fn, X[i:i + 1], y[i:i + 1], names)
         grads.append(torch.autograd.functional.jacobian(f, theta0))
     Gm = torch.stack(grads)
     torch.testing.assert_close(F, Gm.T @ Gm / 40, rtol=1e-9, atol=1e-12)
@@ -373,7 +358,7 @@ def test_mse_loss_operators_match_the_dense_hessian():
     X = torch.randn(30, 3, dtype=torch.float64)
     Y = torch.randn(30, 2, dtype=torch.float64)
     names = [n for n, _ in model.named_parameters()]
-    f, theta0 = _flat_loss(model, nn.MSELoss(), X, Y, names)
+    f, theta0 = flat_loss(model, nn.MSELoss(), X, Y, names)
     dense = torch.autograd.functional.hessian(f, theta0)
     torch.testing.assert_close(Hessian(model, nn.MSELoss(), [(X[:10], Y[:10]), (X[10:], Y[10:])]).to_dense(), dense)
     G = GGN(model, nn.MSELoss(), (X, Y)).to_dense()
@@ -472,7 +457,7 @@ def test_extreme_eigenvalues_of_small_digits_models_match_the_dense_hessian(name
     model = models[name]
     loss_fn = nn.CrossEntropyLoss()
     names = [n for n, _ in model.named_parameters()]
-    f, theta0 = _flat_loss(model, loss_fn, X, y, names)
+    f, theta0 = flat_loss(model, loss_fn, X, y, names)
     lam = torch.linalg.eigvalsh(torch.autograd.functional.hessian(f, theta0)).numpy()
     H = Hessian(model, loss_fn, [(X[:128], y[:128]), (X[128:], y[128:])])
     assert H.dim == len(lam) and H.dim <= 2000

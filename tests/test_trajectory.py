@@ -3,16 +3,16 @@ changes training, the schedule is exact, the plot shows the 2/lr line, Lightning
 
 import copy
 import json
+import os
 import sys
 import types
-
-import os
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
+
+from dense_reference import dense_hessian
 
 from shapelens.curvature import GGN, Hessian, eigenvalues
 from shapelens.curvature import trajectory as traj
@@ -42,23 +42,6 @@ def _problem(seed=0, n=48, d=5, h=6, c=3, dropout=0.0):
     return nn.Sequential(*layers).double(), X, Y
 
 
-def _dense_hessian(model, loss_fn, X, Y):
-    names = [n for n, _ in model.named_parameters()]
-    params = dict(model.named_parameters())
-    shapes = [params[n].shape for n in names]
-    sizes = [params[n].numel() for n in names]
-
-    def f(theta):
-        p, i = {}, 0
-        for n, sh, s in zip(names, shapes, sizes):
-            p[n] = theta[i:i + s].view(sh)
-            i += s
-        return loss_fn(functional_call(model, p, (X,)), Y)
-
-    theta0 = torch.cat([params[n].detach().reshape(-1) for n in names])
-    return torch.autograd.functional.hessian(f, theta0)
-
-
 def _train(model, X, Y, n_steps, lr, tracker=None, snapshots=None, loss_fn=square_loss, momentum=0.0):
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     for step in range(n_steps):
@@ -72,7 +55,7 @@ def _train(model, X, Y, n_steps, lr, tracker=None, snapshots=None, loss_fn=squar
     return model
 
 
-def test_recorded_eigenvalues_equal_direct_lanczos_and_the_dense_hessian():
+def test_recorded_eigenvalues_equal_direct_lanczos_and_thedense_hessian():
     model, X, Y = _problem()
     steps = [0, 4, 5, 11]
     tracker = CurvatureTracker(square_loss, (X, Y), steps=steps, k=3, lr=0.5, tol=1e-10)
@@ -85,7 +68,7 @@ def test_recorded_eigenvalues_equal_direct_lanczos_and_the_dense_hessian():
         m = snaps[s]
         direct = eigenvalues(Hessian(m, square_loss, (X, Y)), k=3, tol=1e-10).eigenvalues[::-1]
         np.testing.assert_allclose(res.top_eigenvalues[i], direct, rtol=1e-6)
-        dense = torch.linalg.eigvalsh(_dense_hessian(m, square_loss, X, Y)).numpy()[::-1][:3]
+        dense = torch.linalg.eigvalsh(dense_hessian(m, square_loss, X, Y)).numpy()[::-1][:3]
         np.testing.assert_allclose(res.top_eigenvalues[i], dense, rtol=1e-6)
         with torch.no_grad():
             np.testing.assert_allclose(res.losses[i], float(square_loss(m(X), Y)), rtol=1e-12)
@@ -108,7 +91,7 @@ def test_trace_and_ggn_equal_their_dense_matrices():
     ggn = CurvatureTracker(square_loss, (X, Y), every=1, k=2, operator="GGN", tol=1e-10)
     for t in (tracker, ggn):
         t.step(model, 0)
-    H = _dense_hessian(model, square_loss, X, Y)
+    H = dense_hessian(model, square_loss, X, Y)
     r = tracker.result()
     np.testing.assert_allclose(r.traces[0], float(torch.trace(H)), rtol=1e-9)
     assert r.n_matvec[0] == r.lanczos_matvec[0] + 3 * dim and r.trace_method == "hutch++"
@@ -134,7 +117,7 @@ def test_warm_start_keeps_accuracy_with_fewer_products():
             snaps[step] = copy.deepcopy(model)
         opt.step()
     rw, rc = warm.result(), cold.result()
-    exact = np.array([torch.linalg.eigvalsh(_dense_hessian(snaps[s], square_loss, X, Y)).numpy()[::-1][:2]
+    exact = np.array([torch.linalg.eigvalsh(dense_hessian(snaps[s], square_loss, X, Y)).numpy()[::-1][:2]
                       for s in rw.steps])
     np.testing.assert_allclose(rw.top_eigenvalues, exact, rtol=1e-4)
     np.testing.assert_allclose(rc.top_eigenvalues, exact, rtol=1e-4)
