@@ -6,13 +6,14 @@ float tensor, and refuses bad input with a message that says what was wrong and 
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["as_points", "resolve_device", "check_int", "warn"]
+__all__ = ["as_points", "resolve_device", "check_int", "warn", "show_progress"]
 
 
 class ShapelensWarning(UserWarning):
@@ -21,6 +22,17 @@ class ShapelensWarning(UserWarning):
 
 def warn(message: str, stacklevel: int = 3) -> None:
     warnings.warn(message, ShapelensWarning, stacklevel=stacklevel)
+
+
+def show_progress(progress: bool | None) -> bool:
+    """Whether a long loop shows a progress bar: as asked, or (``None``) only when stderr is a
+    terminal, so logs and CI output stay clean."""
+    if progress is not None:
+        return bool(progress)
+    try:
+        return bool(sys.stderr is not None and sys.stderr.isatty())
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
 
 
 def resolve_device(device: str | torch.device | None, like: torch.Tensor | None = None) -> torch.device:

@@ -22,14 +22,13 @@ Peak extra memory is bounded by the budget: no ``N x N`` matrix is ever formed.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import as_points, check_int, resolve_device
+from ._checks import as_points, check_int, resolve_device, show_progress
 
 __all__ = ["knn", "KNN", "default_memory_budget", "pairwise_distances", "radius_counts"]
 
@@ -107,8 +106,7 @@ def _block_size(budget: int, n: int, d: int, k: int, itemsize: int, device_type:
 
 
 def _progress(total: int, desc: str, progress: bool | None):
-    disable = (not sys.stderr.isatty()) if progress is None else (not progress)
-    return tqdm(total=total, desc=desc, disable=disable, leave=False)
+    return tqdm(total=total, desc=desc, disable=not show_progress(progress), leave=False)
 
 
 def _merge(run_v, run_i, new_v, new_i, kk):

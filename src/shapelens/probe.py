@@ -18,7 +18,6 @@ import json
 import math
 import re
 import struct
-import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from contextlib import ExitStack, contextmanager
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shapelens._checks import check_int, resolve_device, warn
+from shapelens._checks import check_int, resolve_device, show_progress, warn
 
 __all__ = ["capture", "auto_layers", "eval_mode", "POOLS", "UnknownLayerError"]
 
@@ -524,7 +523,7 @@ def capture(
     original_device = next(iter(devices)) if devices else None
 
     batches, total = _batches(inputs, batch_size)
-    show = _stderr_is_tty() if progress is None else bool(progress)
+    show = show_progress(progress)
 
     out_dir: Path | None = None
     files: dict[str, str] = {}
@@ -625,13 +624,6 @@ def capture(
     index = [{"layer": n, "file": files[n], "shape": [sinks[n].rows, sinks[n].width or 0]} for n in final]
     (out_dir / "index.json").write_text(json.dumps({"layers": index, "pool": pool}, indent=2))
     return OrderedDict((n, _open_npy(out_dir / files[n])) for n in final)
-
-
-def _stderr_is_tty() -> bool:
-    try:
-        return bool(sys.stderr is not None and sys.stderr.isatty())
-    except (AttributeError, ValueError):  # replaced or closed stderr
-        return False
 
 
 def _first_param_device(model: nn.Module) -> torch.device:

@@ -20,7 +20,6 @@ time (a batch of one), with ``torch.func``; the model's train/eval flags are res
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, jacfwd, jacrev, jvp, vjp, vmap
 
-from .._checks import check_int, warn
+from .._checks import check_int, show_progress, warn
 from .._results import Result
 from ..probe import _first_tensor, _model_device_dtype, _resolve_layers, eval_mode
 from .spectra import eigenvalues as _lanczos
@@ -197,14 +196,10 @@ def _find_layer(model: nn.Module, layer: str) -> nn.Module:
     return dict(model.named_modules())[name]
 
 
-def _show_progress(progress) -> bool:
-    return sys.stderr.isatty() if progress is None else bool(progress)
-
-
 def _bar(total: int, desc: str, progress):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="pt", disable=not _show_progress(progress), leave=False)
+    return tqdm(total=total, desc=desc, unit="pt", disable=not show_progress(progress), leave=False)
 
 
 # --------------------------------------------------------------------------------------

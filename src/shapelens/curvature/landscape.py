@@ -24,7 +24,6 @@ directions on any device).
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -34,7 +33,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from .._checks import check_int
+from .._checks import check_int, show_progress
 from .._results import Result
 from ..neighbors import default_memory_budget
 from ..probe import eval_mode
@@ -565,9 +564,9 @@ def _evaluate(ev: _Evaluator, C: np.ndarray, batch_points, progress) -> np.ndarr
     else:
         bp = min(batch_points, P)
     out = np.empty(P, dtype=np.float64)
-    disable = (not sys.stderr.isatty()) if progress is None else (not progress)
     batched = bp > 1
-    with eval_mode(ev.model), tqdm(total=P, desc="landscape", unit="pt", disable=disable, leave=False) as bar:
+    with eval_mode(ev.model), tqdm(total=P, desc="landscape", unit="pt", disable=not show_progress(progress),
+                                   leave=False) as bar:
         i = 0
         while i < P:
             j = min(P, i + bp)

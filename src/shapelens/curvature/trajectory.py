@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_int, warn
+from .._checks import check_int, show_progress, warn
 from .._results import Result
 from .operators import OPERATORS, _batches, loss_reduction
 from .sharpness import _Loss
@@ -309,7 +309,7 @@ class CurvatureTracker:
         row.update(step=step, train_loss=train_loss)
         self._rows.append(row)
         self._measured.add(step)
-        if self.progress or (self.progress is None and sys.stderr.isatty()):
+        if show_progress(self.progress):
             extra = "" if self.lr is None else f" ({row['top'][0] * self.lr / 2:.2f} x 2/lr)"
             print(f"step {step}: lambda_max {row['top'][0]:.5g}{extra}, loss {row['loss']:.4g}, "
                   f"{row['n_matvec']} products, {row['seconds']:.1f} s", file=sys.stderr, flush=True)

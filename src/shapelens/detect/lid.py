@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import warnings
 from typing import Any, Sequence
 
@@ -54,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_int, warn
+from .._checks import check_int, show_progress, warn
 from .._results import Result
 from ..dimension.local import lid_from_distances
 from ..neighbors import pairwise_distances
@@ -277,7 +276,7 @@ def _features(
     if protocol == "reference":
         ref_acts_fixed = _activations(model, reference, spec, pool, device)
     n_dup = 0
-    show = sys.stderr.isatty() if progress is None else bool(progress)
+    show = show_progress(progress)
     bar = tqdm(total=len(batches), desc="LID features", unit="batch", disable=not show)
     try:
         for chunk in chunks:
