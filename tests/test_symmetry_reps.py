@@ -78,7 +78,7 @@ def test_bad_representations():
     with pytest.raises(ValueError, match="relations"):
         Rep(G, [[[2.0]]])  # 2^4 != 1
     with pytest.raises(ValueError, match="same group"):
-        standard(G) + standard(cyclic(4))
+        standard(G) + standard(dihedral(4))
     with pytest.raises(ValueError, match="not an element"):
         standard(G).rho([1, 0, 2, 3])
     with pytest.raises(TypeError, match="Rep objects"):

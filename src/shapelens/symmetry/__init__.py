@@ -1,12 +1,25 @@
-"""Symmetry (issue 5, in progress): so far finite groups given by generators
-(:class:`FiniteGroup`, C_n, D_n, S_n, direct products), their representations (:class:`Rep`:
-trivial, permutation, regular, sign; sums, tensor products, duals, powers) and the bases of
-equivariant linear maps between them (:func:`equivariant_basis`) and the layer built on it
-(:class:`EquivariantLinear`)."""
+"""Symmetry (issue 5): groups given by generators (finite permutation groups C_n, D_n, S_n and
+direct products; matrix Lie groups SO(2), O(2), SO(3), O(3) and any group given by Lie-algebra
+and discrete generators), their representations (:class:`Rep`), bases of equivariant linear
+maps (:func:`equivariant_basis`) and the layers built on them."""
 
-from .groups import MAX_ORDER, FiniteGroup, cyclic, dihedral, direct_product, symmetric
+from .groups import (
+    MAX_ORDER,
+    O2,
+    O3,
+    SO2,
+    SO3,
+    FiniteGroup,
+    Group,
+    MatrixGroup,
+    cyclic,
+    dihedral,
+    direct_product,
+    symmetric,
+)
 from .layers import EquivariantLinear
-from .reps import Rep, equivariant_basis, regular, sign, standard, trivial
+from .reps import Rep, clear_basis_cache, equivariant_basis, irrep, regular, sign, standard, trivial
 
-__all__ = ["FiniteGroup", "cyclic", "dihedral", "symmetric", "direct_product", "MAX_ORDER",
-           "Rep", "trivial", "standard", "regular", "sign", "equivariant_basis", "EquivariantLinear"]
+__all__ = ["Group", "FiniteGroup", "MatrixGroup", "cyclic", "dihedral", "symmetric", "direct_product", "SO2", "O2",
+           "SO3", "O3", "MAX_ORDER", "Rep", "trivial", "standard", "regular", "sign", "irrep", "equivariant_basis",
+           "clear_basis_cache", "EquivariantLinear"]

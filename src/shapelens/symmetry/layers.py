@@ -32,12 +32,12 @@ class EquivariantLinear(nn.Module):
                              f"{rep_in.group.name} (the intertwiner basis is empty); choose other representations, "
                              "e.g. add a copy of the trivial or permutation representation to rep_out.")
         self.rep_in, self.rep_out = rep_in, rep_out
-        self.register_buffer("basis", torch.as_tensor(B, dtype=torch.float32))
+        self.register_buffer("basis", torch.as_tensor(B, dtype=torch.get_default_dtype()))
         # each basis element has unit Frobenius norm: scale like a dense layer's fan-in init
         self.coef = nn.Parameter(torch.randn(B.shape[0]) * math.sqrt(rep_out.dim / B.shape[0]) / math.sqrt(rep_in.dim))
         if bias:
             Bb = equivariant_basis(trivial(rep_in.group), rep_out)[:, :, 0]
-            self.register_buffer("bias_basis", torch.as_tensor(Bb, dtype=torch.float32))
+            self.register_buffer("bias_basis", torch.as_tensor(Bb, dtype=torch.get_default_dtype()))
             self.bias_coef = nn.Parameter(torch.zeros(Bb.shape[0])) if Bb.shape[0] else None
         else:
             self.bias_basis, self.bias_coef = None, None
