@@ -1,7 +1,9 @@
 """Symmetry (issue 5): groups given by generators (finite permutation groups C_n, D_n, S_n and
 direct products; matrix Lie groups SO(2), O(2), SO(3), O(3) and any group given by Lie-algebra
 and discrete generators), their representations (:class:`Rep`), bases of equivariant linear
-maps (:func:`equivariant_basis`) and the layers built on them."""
+maps (:func:`equivariant_basis`), the layers built on them, and measures of how equivariant a
+model is (:func:`equivariance_error`, :func:`lie_derivative` through differentiable image
+warps)."""
 
 from .groups import (
     MAX_ORDER,
@@ -18,8 +20,12 @@ from .groups import (
     symmetric,
 )
 from .layers import EquivariantLinear
+from .measure import EquivarianceError, LayerEquivarianceError, LieDerivative, equivariance_error, lie_derivative
 from .reps import Rep, clear_basis_cache, equivariant_basis, irrep, regular, sign, standard, trivial
+from .transforms import IMAGE_TRANSFORMS, flip, rot90, rotate, scale, shift, translate
 
 __all__ = ["Group", "FiniteGroup", "MatrixGroup", "cyclic", "dihedral", "symmetric", "direct_product", "SO2", "O2",
            "SO3", "O3", "MAX_ORDER", "Rep", "trivial", "standard", "regular", "sign", "irrep", "equivariant_basis",
-           "clear_basis_cache", "EquivariantLinear"]
+           "clear_basis_cache", "EquivariantLinear", "equivariance_error", "EquivarianceError",
+           "LayerEquivarianceError", "lie_derivative", "LieDerivative", "IMAGE_TRANSFORMS", "translate", "rotate",
+           "scale", "shift", "flip", "rot90"]
