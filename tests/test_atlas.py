@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from shapelens.atlas import Section, Table, write_atlas
 from shapelens.atlas.demo import run_demo
@@ -145,7 +146,8 @@ def test_demo_writes_html_json_and_figures(demo):
     assert demo.html.name == "index.html" and demo.html.is_file()
     assert demo.json.name == "atlas.json" and demo.json.is_file()
     assert [p.name for p in demo.figures] == ["layer-id-profile.png", "data-id.png", "curvature-spectrum.png",
-                                              "loss-landscape.png", "topology-betti.png", "topology-diagram.png"]
+                                              "loss-landscape.png", "topology-betti.png", "topology-diagram.png",
+                                              "symmetry-input.png"]
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in demo.figures)
 
 
@@ -235,6 +237,31 @@ def test_demo_topology_sections_match_the_library(demo):
     for k in range(2):
         got = np.array([[b, np.inf if d == "inf" else d] for b, d in dgm["dgms"][k]], dtype=float)
         np.testing.assert_allclose(got, ref[k], rtol=1e-9)
+
+
+def test_demo_symmetry_section_matches_the_library(demo):
+    """The equivariance table is what symmetry_survey and a by-hand shift give on the test digits."""
+    from shapelens.atlas.demo import _prepare
+    from shapelens.symmetry import shift
+    from shapelens.symmetry.survey import symmetry_survey
+
+    doc = json.loads(demo.json.read_text())
+    sec = {s["id"]: s for s in doc["sections"]}["symmetry-input"]
+    d = _prepare(0)
+    model, X = d["model"], d["X"][d["test_idx"]]
+    ref = symmetry_survey(model, X, image_shape=(1, 8, 8), seed=0)
+    assert sec["result"]["transforms"] == list(ref.transforms)
+    np.testing.assert_allclose(sec["result"]["relative_change"], ref.relative_change, rtol=1e-5)
+    np.testing.assert_allclose(sec["result"]["lie_relative"], ref.lie_relative, rtol=1e-5)
+    with torch.no_grad():
+        y0 = model(X)
+        y1 = model(shift(X.reshape(-1, 1, 8, 8), 1, "x", padding="zeros").reshape(len(X), -1))
+    by_hand = ((y1 - y0).norm(dim=1) / y0.norm(dim=1)).mean().item()
+    assert sec["table"]["rows"][0][0] == "shift right 1 px"
+    assert sec["table"]["rows"][0][1] == pytest.approx(by_hand, rel=1e-5)
+    assert sec["table"]["rows"][0][2] == pytest.approx(100 * (y1.argmax(1) == y0.argmax(1)).float().mean().item())
+    # a plain MLP is not invariant to any of these; a 1-pixel shift still keeps some predictions
+    assert all(c > 1e-3 for c in ref.relative_change) and 0 < ref.agreement[0] < 1
 
 
 def test_demo_html_embeds_the_profile_figure(demo):

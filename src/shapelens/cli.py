@@ -466,6 +466,130 @@ def topology(
         typer.echo(f"wrote {plot}")
 
 
+# --------------------------------------------------------------------------- symmetry
+
+
+@app.command()
+def symmetry(
+    demo: bool = typer.Option(False, "--demo", help="Survey the demo MLP trained on scikit-learn's digits (seconds)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="'package.module:factory' or 'file.py:factory' building your nn.Module.", show_default=False
+    ),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="Its weights: .safetensors, or .pt/.pth state dict (read without executing code).",
+        show_default=False,
+    ),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Inputs: (N, C, H, W) images, (N, C*H*W) with --image-shape, or (N, n, d) sets.",
+        show_default=False,
+    ),
+    x_key: Optional[str] = typer.Option(
+        None, "--x-key", help="Name of the inputs in --data when it holds several arrays.", show_default=False
+    ),
+    image_shape: Optional[str] = typer.Option(
+        None, "--image-shape", help="C,H,W of flattened image inputs, e.g. 1,28,28.", show_default=False
+    ),
+    input_kind: str = typer.Option("auto", "--input", help="auto, image or set."),
+    limit: Optional[int] = typer.Option(1000, "--limit", min=1, help="Use only the first N examples."),
+    group: Optional[str] = typer.Option(
+        None, "--group", help="Instead of a model: count equivariant maps for this group (SO2, O2, SO3, O3, Sn, Cn, Dn).",
+        show_default=False,
+    ),
+    rep_in: str = typer.Option("V", "--rep-in", help="With --group: input representation, e.g. 'V**2 + V'."),
+    rep_out: str = typer.Option("V", "--rep-out", help="With --group: output representation, e.g. 'D2', '1', 'sgn'."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the survey's bar chart (PNG) here.", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the text."),
+    seed: int = typer.Option(0, "--seed", help="Seed for sampled group elements (and the demo)."),
+) -> None:
+    """How equivariant a model is to the symmetries of its input (shifts, flips, rotations of images;
+    permutations of sets) with its Lie derivatives; or, with --group, the equivariant linear maps
+    between two representations.
+
+    Either --demo, --model with --data, or --group with --rep-in/--rep-out.
+    """
+    import torch
+
+    if sum([demo, model is not None, group is not None]) != 1:
+        _fail("pass exactly one of --demo, --model (with --data) or --group (with --rep-in/--rep-out); see "
+              "shapelens symmetry --help.")
+    if group is not None:
+        from .symmetry.reps import equivariant_basis, group_by_name, parse_rep
+
+        t0 = time.perf_counter()
+        try:
+            G = group_by_name(group)
+            a, b = parse_rep(rep_in, G), parse_rep(rep_out, G)
+            B = equivariant_basis(a, b)
+        except (ValueError, TypeError) as exc:
+            _fail(str(exc))
+        elapsed = time.perf_counter() - t0
+        if as_json:
+            typer.echo(json.dumps({"group": G.name, "rep_in": rep_in, "rep_out": rep_out, "dim_in": a.dim,
+                                   "dim_out": b.dim, "n_maps": int(B.shape[0]), "time_s": elapsed}, indent=2))
+            return
+        typer.echo(f"{G.name}: {rep_in} (dim {a.dim}) -> {rep_out} (dim {b.dim}): {B.shape[0]} equivariant linear "
+                   f"maps (of {a.dim * b.dim} unknowns), {elapsed:.2f} s")
+        if B.shape[0] == 0:
+            typer.echo("no non-zero equivariant map exists between these representations.")
+        return
+    from .symmetry.survey import symmetry_survey
+
+    shape = None
+    if image_shape is not None:
+        try:
+            shape = tuple(int(v) for v in image_shape.replace("x", ",").split(","))
+        except ValueError:
+            _fail(f"--image-shape {image_shape!r} is not C,H,W (e.g. 1,28,28).")
+    if demo:
+        from .atlas.demo import _prepare
+
+        d = _prepare(seed)
+        net, X = d["model"], d["X"][d["test_idx"]]
+        shape = shape or (1, 8, 8)
+        label = "demo MLP 64-128-64-32-10 on scikit-learn digits (test split)"
+    else:
+        from .io import LoadError, load_model, load_points
+
+        if data is None:
+            _fail("--model needs --data FILE holding the inputs.")
+        try:
+            net = load_model(model, weights)
+            X = torch.from_numpy(np.ascontiguousarray(load_points(data, key=x_key)))
+        except (FileNotFoundError, LoadError) as exc:
+            _fail(str(exc))
+        label = f"{model} on {data}"
+    if limit is not None:
+        X = X[:limit]
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            res = symmetry_survey(net, X, input_kind=input_kind, image_shape=shape, seed=seed)
+        except (ValueError, TypeError) as exc:
+            _fail(str(exc))
+    _echo_warnings(caught)
+    elapsed = time.perf_counter() - t0
+    if plot is not None:
+        ax = res.plot()
+        ax.figure.tight_layout()
+        ax.figure.savefig(plot, dpi=120)
+    if as_json:
+        from ._results import jsonable
+
+        doc = {"model": label, "seed": seed, "time_s": elapsed, "shapelens_version": __version__, **res.to_dict()}
+        typer.echo(json.dumps(jsonable(doc), indent=2))
+        return
+    typer.echo(f"{label}: {res.n_examples} examples, {res.input_kind} inputs, {elapsed:.1f} s")
+    w = max(len(t) for t in res.transforms)
+    typer.echo(f"{'transformation'.ljust(w)}  relative change  same class")
+    for t, c, a in res.rows():
+        typer.echo(f"{t.ljust(w)}  {c:15.3g}  {'-' if np.isnan(a) else f'{100 * a:9.1f}%'}")
+    for t, v, u in zip(res.lie_transforms, res.lie_relative, res.units):
+        typer.echo(f"Lie derivative {t}: {v:.3g} (relative, {u})")
+    if plot is not None:
+        typer.echo(f"wrote {plot}")
+
+
 # --------------------------------------------------------------------------- detect-text
 
 

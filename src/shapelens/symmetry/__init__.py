@@ -21,11 +21,23 @@ from .groups import (
 )
 from .layers import EquivariantLinear
 from .measure import EquivarianceError, LayerEquivarianceError, LieDerivative, equivariance_error, lie_derivative
-from .reps import Rep, clear_basis_cache, equivariant_basis, irrep, regular, sign, standard, trivial
+from .reps import (
+    Rep,
+    clear_basis_cache,
+    equivariant_basis,
+    group_by_name,
+    irrep,
+    parse_rep,
+    regular,
+    sign,
+    standard,
+    trivial,
+)
+from .survey import SymmetrySurvey, symmetry_survey
 from .transforms import IMAGE_TRANSFORMS, flip, rot90, rotate, scale, shift, translate
 
 __all__ = ["Group", "FiniteGroup", "MatrixGroup", "cyclic", "dihedral", "symmetric", "direct_product", "SO2", "O2",
            "SO3", "O3", "MAX_ORDER", "Rep", "trivial", "standard", "regular", "sign", "irrep", "equivariant_basis",
            "clear_basis_cache", "EquivariantLinear", "equivariance_error", "EquivarianceError",
            "LayerEquivarianceError", "lie_derivative", "LieDerivative", "IMAGE_TRANSFORMS", "translate", "rotate",
-           "scale", "shift", "flip", "rot90"]
+           "scale", "shift", "flip", "rot90", "parse_rep", "group_by_name", "symmetry_survey", "SymmetrySurvey"]

@@ -674,3 +674,118 @@ def equivariant_basis(rep_in: Rep, rep_out: Rep, *, method: str = "auto", cache:
             _CACHE.popitem(last=False)
         return B.copy()
     return B
+
+
+# -- names ---------------------------------------------------------------------------------------------
+
+def group_by_name(name: str) -> Group:
+    """``"SO2"``, ``"O2"``, ``"SO3"``, ``"O3"`` (also written ``"SO(3)"``), ``"S5"``, ``"C4"``,
+    ``"D6"``: the group the CLI and benchmarks mean by that name."""
+    from .groups import O2, O3, SO2, SO3, cyclic, dihedral
+
+    key = str(name).replace("(", "").replace(")", "").replace("_", "").strip().upper()
+    fixed = {"SO2": SO2, "O2": O2, "SO3": SO3, "O3": O3}
+    if key in fixed:
+        return fixed[key]()
+    if len(key) > 1 and key[0] in "SCD" and key[1:].isdigit():
+        from .groups import symmetric
+
+        return {"S": symmetric, "C": cyclic, "D": dihedral}[key[0]](int(key[1:]))
+    raise ValueError(f"unknown group {name!r}; use SO2, O2, SO3, O3, Sn, Cn or Dn (e.g. S5, C4, D6).")
+
+
+def parse_rep(text: str, G: Group) -> Rep:
+    """A representation of ``G`` from an expression such as ``"V**2 + V"``, ``"(V + 1) * sgn"``
+    or ``"D2 + 2*V"`` (no ``eval``): ``V`` standard, ``1`` trivial, ``sgn`` sign/determinant,
+    ``R`` regular, ``D<k>`` :func:`irrep` ``k``; ``+`` direct sum, ``*`` tensor product (an integer
+    factor ``n*X`` means ``X + ... + X``), ``**`` power, ``>>`` maps (``A >> B`` is ``B x A*``),
+    parentheses."""
+    import re
+
+    tokens = re.findall(r"\*\*|>>|[()+*]|D\d+|\d+|[A-Za-z_]+|\S", str(text))
+    pos = 0
+
+    def peek():
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take(expected=None):
+        nonlocal pos
+        tok = peek()
+        if tok is None or (expected is not None and tok != expected):
+            raise ValueError(f"cannot parse representation {text!r}: expected {expected or 'more'} at token {pos + 1} "
+                             f"(got {tok!r}); write e.g. 'V**2 + V', '(V + 1) * sgn', 'D2', 'V >> V'.")
+        pos += 1
+        return tok
+
+    def atom():
+        tok = take()
+        if tok == "(":
+            r = maps()
+            take(")")
+            return r
+        if tok == "V":
+            return standard(G)
+        if tok == "1":
+            return trivial(G)
+        if tok in ("sgn", "det"):
+            return sign(G)
+        if tok == "R":
+            return regular(G)
+        if tok.startswith("D") and tok[1:].isdigit():
+            return irrep(G, int(tok[1:]))
+        if tok.isdigit():
+            return int(tok)
+        raise ValueError(f"unknown symbol {tok!r} in representation {text!r}; use V, 1, sgn, R, D<k>.")
+
+    def power():
+        base = atom()
+        if peek() == "**":
+            take()
+            k = atom()
+            if isinstance(base, int) or not isinstance(k, int):
+                raise ValueError(f"in {text!r}: '**' needs a representation on the left and an integer on the right.")
+            return base ** k
+        return base
+
+    def product():
+        r = power()
+        while peek() == "*":
+            take()
+            s = power()
+            if isinstance(r, int) and isinstance(s, int):
+                r = r * s
+            elif isinstance(r, int) or isinstance(s, int):
+                n, rep = (r, s) if isinstance(r, int) else (s, r)
+                if n < 1:
+                    raise ValueError(f"in {text!r}: a multiplicity must be at least 1.")
+                out = rep
+                for _ in range(n - 1):
+                    out = out + rep
+                r = out
+            else:
+                r = r * s
+        return r
+
+    def total():
+        r = product()
+        while peek() == "+":
+            take()
+            s = product()
+            if isinstance(r, int) or isinstance(s, int):
+                r = (trivial(G, r) if isinstance(r, int) else r) + (trivial(G, s) if isinstance(s, int) else s)
+            else:
+                r = r + s
+        return trivial(G, r) if isinstance(r, int) else r
+
+    def maps():
+        r = total()
+        while peek() == ">>":
+            take()
+            r = r >> total()
+        return r
+
+    rep = maps()
+    if pos != len(tokens):
+        raise ValueError(f"cannot parse representation {text!r}: unexpected {tokens[pos]!r}.")
+    rep.name = str(text).strip()
+    return rep
