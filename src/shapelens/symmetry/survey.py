@@ -102,7 +102,6 @@ def symmetry_survey(model: Callable, x: Any, *, input_kind: str = "auto", image_
 
 
 def _survey(model, x, input_kind, image_shape, samples, max_rotation_deg, seed, batch_size) -> SymmetrySurvey:
-    f = model
     x = _as_input(x, model)
     if input_kind == "auto":
         input_kind = "image" if (x.ndim == 4 or image_shape is not None) else ("set" if x.ndim == 3 else "")
@@ -123,16 +122,16 @@ def _survey(model, x, input_kind, image_shape, samples, max_rotation_deg, seed, 
                                  "(C, H, W) with C*H*W equal to the feature count.")
             imgs = x.reshape(len(x), *shape)
 
-            def f(z):
+            def flat(z):
                 return model(z.reshape(len(z), -1))
-        elif x.ndim == 4:
-            imgs = x
-        else:
+
+            return _image_survey(flat, imgs, max_rotation_deg, batch_size)
+        if x.ndim != 4:
             raise ValueError(f"image inputs must be (N, C, H, W) or flattened (N, C*H*W); got shape {tuple(x.shape)}.")
-        return _image_survey(f, imgs, max_rotation_deg, batch_size)
+        return _image_survey(model, x, max_rotation_deg, batch_size)
     if x.ndim != 3:
         raise ValueError(f"set inputs must be (N, n, d); got shape {tuple(x.shape)}.")
-    return _set_survey(f, x, samples, seed, batch_size)
+    return _set_survey(model, x, samples, seed, batch_size)
 
 
 @torch.no_grad()
