@@ -53,6 +53,8 @@ validate: install
 	$(BIN)/python validation/mnist_lid.py
 	$(BIN)/python validation/edge_of_stability.py
 	$(BIN)/python validation/topology_layers.py
+	$(BIN)/python validation/rebasin_mnist.py
+	$(BIN)/python validation/rotated_mnist.py
 
 # AI-text detection on the GPTID data (~1.5 h on 2 CPU cores; PHDs cached in validation/cache/)
 validate-text: install
