@@ -1,7 +1,8 @@
 """Symmetry (issue 5): groups given by generators (finite permutation groups C_n, D_n, S_n and
 direct products; matrix Lie groups SO(2), O(2), SO(3), O(3) and any group given by Lie-algebra
 and discrete generators), their representations (:class:`Rep`), bases of equivariant linear
-maps (:func:`equivariant_basis`), the layers built on them, and measures of how equivariant a
+maps (:func:`equivariant_basis`), the layers built on them (:class:`EquivariantLinear`,
+equivariant nonlinearities, invariant pooling, :class:`GroupConv2d` for p4/p4m), and measures of how equivariant a
 model is (:func:`equivariance_error`, :func:`lie_derivative` through differentiable image
 warps, :func:`symmetry_survey`), and the symmetries of weight space (:func:`permute_hidden`,
 :func:`align` by Git Re-Basin weight or activation matching, :func:`interpolation_barrier`,
@@ -21,8 +22,10 @@ from .groups import (
     direct_product,
     symmetric,
 )
+from .gconv import GroupConv2d, GroupPool, act_on_features, act_on_image, element_name, multiplication_table
 from .layers import EquivariantLinear
 from .measure import EquivarianceError, LayerEquivarianceError, LieDerivative, equivariance_error, lie_derivative
+from .nonlinear import GatedNonlinearity, InvariantPool, NormNonlinearity, PointwiseNonlinearity, SetPool
 from .reps import (
     Rep,
     clear_basis_cache,
@@ -58,4 +61,6 @@ __all__ = ["Group", "FiniteGroup", "MatrixGroup", "cyclic", "dihedral", "symmetr
            "LayerEquivarianceError", "lie_derivative", "LieDerivative", "IMAGE_TRANSFORMS", "translate", "rotate",
            "scale", "shift", "flip", "rot90", "parse_rep", "group_by_name", "symmetry_survey", "SymmetrySurvey",
            "Axis", "PermutationSpec", "permutation_spec", "permute_hidden", "random_perms", "Alignment", "align",
-           "weight_distance", "Barrier", "interpolation_barrier", "rescale_hidden", "canonical_form"]
+           "weight_distance", "Barrier", "interpolation_barrier", "rescale_hidden", "canonical_form",
+           "GroupConv2d", "GroupPool", "act_on_image", "act_on_features", "multiplication_table", "element_name",
+           "PointwiseNonlinearity", "NormNonlinearity", "GatedNonlinearity", "InvariantPool", "SetPool"]
