@@ -22,67 +22,16 @@ from .reps import Rep, equivariant_basis, trivial
 
 __all__ = ["PointwiseNonlinearity", "NormNonlinearity", "GatedNonlinearity", "InvariantPool", "SetPool"]
 
-_TOL = 1e-9
-
-
 # --------------------------------------------------------------------------------------
-# facts about a representation (taken from the Rep when it knows them)
+# helpers (Rep.is_permutation / is_orthogonal / is_trivial check on the generators, which
+# settles them for the whole group)
 # --------------------------------------------------------------------------------------
-
-
-def _test_elements(rep: Rep) -> list:
-    """Group elements on which a property of ``rho`` is checked: the discrete generators (which
-    settle it for a finite group, since products of permutation / orthogonal matrices stay
-    so) plus a few sampled elements for matrix groups."""
-    G = rep.group
-    gens = getattr(G, "discrete_generators", None)
-    if gens is None:
-        gens = getattr(G, "generators", ())
-    els = list(gens)
-    if not getattr(G, "is_finite", True) and hasattr(G, "sample"):
-        els += list(G.sample(4, seed=0))
-    return els
-
-
-def _lie_mats(rep: Rep) -> list[np.ndarray]:
-    A = getattr(rep.group, "lie_generators", None)
-    if A is None or len(A) == 0 or not hasattr(rep, "drho"):
-        return []
-    return [np.asarray(rep.drho(a), dtype=np.float64) for a in A]
-
-
-def _is_permutation(rep: Rep) -> bool:
-    if hasattr(type(rep), "is_permutation"):
-        return bool(rep.is_permutation)
-    for g in _test_elements(rep):
-        M = np.asarray(rep.rho(g))
-        ok = np.all((np.abs(M) < _TOL) | (np.abs(M - 1) < _TOL)) and np.allclose(M.sum(0), 1) and np.allclose(M.sum(1), 1)
-        if not ok:
-            return False
-    return all(np.allclose(D, 0, atol=_TOL) for D in _lie_mats(rep))
-
-
-def _is_orthogonal(rep: Rep) -> bool:
-    if hasattr(type(rep), "is_orthogonal"):
-        return bool(rep.is_orthogonal)
-    for g in _test_elements(rep):
-        M = np.asarray(rep.rho(g))
-        if not np.allclose(M.T @ M, np.eye(rep.dim), atol=1e-8):
-            return False
-    return all(np.allclose(D, -D.T, atol=1e-8) for D in _lie_mats(rep))
-
-
-def _is_trivial(rep: Rep) -> bool:
-    for g in _test_elements(rep):
-        if not np.allclose(np.asarray(rep.rho(g)), np.eye(rep.dim), atol=_TOL):
-            return False
-    return all(np.allclose(D, 0, atol=_TOL) for D in _lie_mats(rep))
 
 
 def _blocks(rep: Rep) -> list[Rep]:
     """The direct summands of ``rep``, nested sums flattened, in order."""
-    subs = getattr(rep, "summands", None)
-    if not subs or len(subs) == 1:
+    subs = rep.summands
+    if len(subs) == 1:
         return [rep]
     out: list[Rep] = []
     for s in subs:
@@ -129,7 +78,7 @@ class PointwiseNonlinearity(nn.Module):
     def __init__(self, rep: Rep, fn: Callable[[torch.Tensor], torch.Tensor] = torch.relu):
         super().__init__()
         self.rep = _check_rep(rep)
-        if not _is_permutation(rep):
+        if not rep.is_permutation:
             raise ValueError(f"{rep.name} of {rep.group.name} is not a permutation representation (some rho(g) is not "
                              "a permutation matrix), so a pointwise nonlinearity would not be equivariant; use "
                              "NormNonlinearity (orthogonal blocks) or GatedNonlinearity (scalar gates) instead.")
@@ -159,7 +108,7 @@ class NormNonlinearity(nn.Module):
         super().__init__()
         self.rep = _check_rep(rep)
         self.blocks = _blocks(rep)
-        bad = [b.name for b in self.blocks if not _is_orthogonal(b)]
+        bad = [b.name for b in self.blocks if not b.is_orthogonal]
         if bad:
             raise ValueError(f"summand(s) {', '.join(bad)} of {rep.name} are not orthogonal representations (rho(g) "
                              "does not preserve the Euclidean norm), so a norm nonlinearity would not be equivariant; "
@@ -222,11 +171,11 @@ class GatedNonlinearity(nn.Module):
             if len(set(gate_idx)) != len(gate_idx):
                 raise ValueError(f"gates={list(gates)} uses a summand twice; each gate gates exactly one block.")
         for i in gate_idx:
-            if blocks[i].dim != 1 or not _is_trivial(blocks[i]):
+            if blocks[i].dim != 1 or not blocks[i].is_trivial:
                 raise ValueError(f"summand {i} ({blocks[i].name}, dim {blocks[i].dim}) cannot be a gate: gates must be "
                                  "one-dimensional trivial (invariant) summands, e.g. rep + trivial(G) + trivial(G).")
         rest = [i for i in range(nb) if i not in set(gate_idx)]
-        scalar = {i: _is_trivial(blocks[i]) for i in rest}
+        scalar = {i: blocks[i].is_trivial for i in rest}
         gated = [i for i in rest if not scalar[i]]
         if len(gated) != len(gate_idx):
             raise ValueError(f"{len(gate_idx)} gate(s) for {len(gated)} non-scalar summand(s) of {rep.name} "

@@ -226,12 +226,22 @@ class Rep:
         return all(_signed_perm(M, lie, unsigned=True) for M, lie in self._constraints())
 
     @property
+    def is_trivial(self) -> bool:
+        """Every ``rho(g)`` is the identity (checked on the generators; ``drho = 0``)."""
+        eye = sp.identity(self.dim, format="csr")
+        for M, lie in self._constraints():
+            D = (M if lie else M - eye).tocsr()
+            if D.nnz and abs(D).max() > 1e-9:
+                return False
+        return True
+
+    @property
     def is_orthogonal(self) -> bool:
         """Every ``rho(g)`` is orthogonal (checked on the generators: ``rho(s)^T rho(s) = I`` and
         ``drho(A)`` antisymmetric), so norms of the features are invariant."""
         for M, lie in self._constraints():
-            P = (M + M.T) if lie else (M.T @ M - sp.identity(self.dim))
-            if abs(P).max() > 1e-9 if P.nnz else False:
+            P = ((M + M.T) if lie else (M.T @ M - sp.identity(self.dim))).tocsr()
+            if P.nnz and abs(P).max() > 1e-9:
                 return False
         return True
 
