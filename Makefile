@@ -7,8 +7,10 @@ TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 CURV_VENV ?= .venv-curvature
 CURV_BIN   = $(CURV_VENV)/bin
+EMLP_VENV ?= .venv-emlp
+EMLP_BIN   = $(EMLP_VENV)/bin
 
-.PHONY: install demo test-deps test bench bench-curvature validate validate-text validate-llm clean
+.PHONY: install demo test-deps test bench bench-curvature bench-symmetry validate validate-text validate-llm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +49,15 @@ bench-curvature: $(CURV_BIN)/python
 	$(CURV_BIN)/pip install -r benchmarks/requirements-curvature.txt
 	$(CURV_BIN)/python benchmarks/bench_curvature.py
 
+# EMLP (JAX, pinned) gets its own venv; the benchmark runs in the main one and calls emlp_side.py there
+$(EMLP_BIN)/python:
+	python3.11 -m venv $(EMLP_VENV)
+	$(EMLP_BIN)/python -m pip install --upgrade pip
+
+bench-symmetry: install $(EMLP_BIN)/python
+	$(EMLP_BIN)/pip install -r benchmarks/requirements-emlp.txt
+	$(BIN)/python benchmarks/bench_symmetry.py
+
 validate: install
 	$(BIN)/pip install -e ".[test]"
 	$(BIN)/python validation/mnist_dimension.py
@@ -69,4 +80,4 @@ validate-llm: install
 	$(BIN)/python validation/smollm2_hessian.py
 
 clean:
-	rm -rf $(VENV) $(CURV_VENV) atlas .pytest_cache
+	rm -rf $(VENV) $(CURV_VENV) $(EMLP_VENV) atlas .pytest_cache
