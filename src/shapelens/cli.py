@@ -20,7 +20,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import List, NoReturn, Optional
+from typing import Any, Callable, List, NoReturn, Optional
 
 import numpy as np
 import typer
@@ -80,6 +80,49 @@ def main(
 
 def _fmt(value: float, digits: int = 2) -> str:
     return "-" if value != value else f"{value:.{digits}f}"  # NaN -> "-"
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Run an analysis with its warnings echoed once and bad input turned into a one-line exit."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            res = fn()
+        except (ValueError, TypeError) as exc:
+            _fail(str(exc))
+    _echo_warnings(caught)
+    return res, time.perf_counter() - t0
+
+
+def _save_plot(res: Any, plot: Optional[Path]) -> None:
+    if plot is not None:
+        ax = res.plot()
+        ax.figure.tight_layout()
+        ax.figure.savefig(plot, dpi=120)
+
+
+def _echo_model_json(label: str, seed: int, elapsed: float, res: Any) -> None:
+    from ._results import jsonable
+
+    doc = {"model": label, "seed": seed, "time_s": elapsed, "shapelens_version": __version__, **res.to_dict()}
+    typer.echo(json.dumps(jsonable(doc), indent=2))
+
+
+def _load_model_and_arrays(model: str, weights: Optional[Path], data: Optional[Path], *keys: Optional[str]):
+    """The user's model (built by its factory, weights read without executing code) and arrays of --data."""
+    import torch
+
+    from .io import LoadError, load_model, load_points
+
+    if data is None:
+        _fail("--model needs --data FILE holding the inputs.")
+    try:
+        net = load_model(model, weights)
+        arrays = [torch.from_numpy(np.ascontiguousarray(load_points(data, key=k))) for k in keys]
+    except (FileNotFoundError, LoadError) as exc:
+        _fail(str(exc))
+    return net, arrays
 
 
 @app.command()
@@ -299,7 +342,6 @@ def curvature(
 
     Either --demo, or --model with --data (and usually --weights).
     """
-    import torch
     from torch import nn
 
     from .curvature.operators import OPERATORS
@@ -317,16 +359,7 @@ def curvature(
         net, X, y = demo_model(seed)
         label = "demo MLP 64-128-64-32-10 on scikit-learn digits"
     else:
-        from .io import LoadError, load_model, load_points
-
-        if data is None:
-            _fail("--model needs --data FILE holding the inputs and targets.")
-        try:
-            net = load_model(model, weights)
-            X = torch.from_numpy(np.ascontiguousarray(load_points(data, key=x_key)))
-            y = torch.from_numpy(np.ascontiguousarray(load_points(data, key=y_key)))
-        except (FileNotFoundError, LoadError) as exc:
-            _fail(str(exc))
+        net, (X, y) = _load_model_and_arrays(model, weights, data, x_key, y_key)
         if X.is_floating_point():
             X = X.to(next(net.parameters()).dtype)
         label = f"{model} on {data}"
@@ -341,25 +374,11 @@ def curvature(
         loss_fn = nn.MSELoss()
         y = y.to(next(net.parameters()).dtype)
     batches = [(X[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(X), batch_size)]
-    t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            res = curvature_summary(net, loss_fn, batches, operator=operator, k=k, trace_samples=trace_samples,
-                                    per_layer=per_layer, seed=seed)
-        except (ValueError, TypeError) as exc:
-            _fail(str(exc))
-    _echo_warnings(caught)
-    elapsed = time.perf_counter() - t0
-    if plot is not None:
-        ax = res.plot()
-        ax.figure.tight_layout()
-        ax.figure.savefig(plot, dpi=120)
+    res, elapsed = _timed(lambda: curvature_summary(net, loss_fn, batches, operator=operator, k=k,
+                                                    trace_samples=trace_samples, per_layer=per_layer, seed=seed))
+    _save_plot(res, plot)
     if as_json:
-        from ._results import jsonable
-
-        doc = {"model": label, "seed": seed, "time_s": elapsed, "shapelens_version": __version__, **res.to_dict()}
-        typer.echo(json.dumps(jsonable(doc), indent=2))
+        _echo_model_json(label, seed, elapsed, res)
         return
     typer.echo(f"{label}: {res.n_params:,} parameters, {res.n_samples:,} examples, loss {res.loss:.4g}")
     typer.echo(f"{res.operator} top-{len(res.top_eigenvalues)} eigenvalues (Lanczos):")
@@ -507,22 +526,18 @@ def symmetry(
 
     Either --demo, --model with --data, or --group with --rep-in/--rep-out.
     """
-    import torch
-
     if sum([demo, model is not None, group is not None]) != 1:
         _fail("pass exactly one of --demo, --model (with --data) or --group (with --rep-in/--rep-out); see "
               "shapelens symmetry --help.")
     if group is not None:
         from .symmetry.reps import equivariant_basis, group_by_name, parse_rep
 
-        t0 = time.perf_counter()
-        try:
+        def solve():
             G = group_by_name(group)
             a, b = parse_rep(rep_in, G), parse_rep(rep_out, G)
-            B = equivariant_basis(a, b)
-        except (ValueError, TypeError) as exc:
-            _fail(str(exc))
-        elapsed = time.perf_counter() - t0
+            return G, a, b, equivariant_basis(a, b)
+
+        (G, a, b, B), elapsed = _timed(solve)
         if as_json:
             typer.echo(json.dumps({"group": G.name, "rep_in": rep_in, "rep_out": rep_out, "dim_in": a.dim,
                                    "dim_out": b.dim, "n_maps": int(B.shape[0]), "time_s": elapsed}, indent=2))
@@ -548,36 +563,14 @@ def symmetry(
         shape = shape or (1, 8, 8)
         label = "demo MLP 64-128-64-32-10 on scikit-learn digits (test split)"
     else:
-        from .io import LoadError, load_model, load_points
-
-        if data is None:
-            _fail("--model needs --data FILE holding the inputs.")
-        try:
-            net = load_model(model, weights)
-            X = torch.from_numpy(np.ascontiguousarray(load_points(data, key=x_key)))
-        except (FileNotFoundError, LoadError) as exc:
-            _fail(str(exc))
+        net, (X,) = _load_model_and_arrays(model, weights, data, x_key)
         label = f"{model} on {data}"
     if limit is not None:
         X = X[:limit]
-    t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            res = symmetry_survey(net, X, input_kind=input_kind, image_shape=shape, seed=seed)
-        except (ValueError, TypeError) as exc:
-            _fail(str(exc))
-    _echo_warnings(caught)
-    elapsed = time.perf_counter() - t0
-    if plot is not None:
-        ax = res.plot()
-        ax.figure.tight_layout()
-        ax.figure.savefig(plot, dpi=120)
+    res, elapsed = _timed(lambda: symmetry_survey(net, X, input_kind=input_kind, image_shape=shape, seed=seed))
+    _save_plot(res, plot)
     if as_json:
-        from ._results import jsonable
-
-        doc = {"model": label, "seed": seed, "time_s": elapsed, "shapelens_version": __version__, **res.to_dict()}
-        typer.echo(json.dumps(jsonable(doc), indent=2))
+        _echo_model_json(label, seed, elapsed, res)
         return
     typer.echo(f"{label}: {res.n_examples} examples, {res.input_kind} inputs, {elapsed:.1f} s")
     w = max(len(t) for t in res.transforms)
