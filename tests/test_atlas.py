@@ -147,7 +147,7 @@ def test_demo_writes_html_json_and_figures(demo):
     assert demo.json.name == "atlas.json" and demo.json.is_file()
     assert [p.name for p in demo.figures] == ["layer-id-profile.png", "data-id.png", "curvature-spectrum.png",
                                               "loss-landscape.png", "topology-betti.png", "topology-diagram.png",
-                                              "symmetry-input.png"]
+                                              "symmetry-input.png", "regions.png"]
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in demo.figures)
 
 
@@ -262,6 +262,26 @@ def test_demo_symmetry_section_matches_the_library(demo):
     assert sec["table"]["rows"][0][2] == pytest.approx(100 * (y1.argmax(1) == y0.argmax(1)).float().mean().item())
     # a plain MLP is not invariant to any of these; a 1-pixel shift still keeps some predictions
     assert all(c > 1e-3 for c in ref.relative_change) and 0 < ref.agreement[0] < 1
+
+
+def test_demo_regions_section_matches_the_library(demo):
+    """The regions section is the partition a direct call gives on the same three training digits."""
+    from shapelens.atlas.demo import _prepare, _three_of_different_classes
+    from shapelens.regions import Plane, partition
+
+    doc = json.loads(demo.json.read_text())
+    sec = {s["id"]: s for s in doc["sections"]}["regions"]
+    d = _prepare(0)
+    X, y = d["X"][d["train_idx"]], d["y"][d["train_idx"]]
+    idx = _three_of_different_classes(y, 0)
+    assert len({int(y[i]) for i in idx}) == 3
+    plane, bounds = Plane.from_points(X[idx[0]], X[idx[1]], X[idx[2]])
+    ref = partition(d["model"], plane, bounds)
+    assert sec["result"]["n_regions"] == ref.n_regions > 1
+    rows = dict((r[0], r[1]) for r in sec["table"]["rows"])
+    assert rows["regions in the slice"] == ref.n_regions
+    assert rows["decision-boundary segments"] == len(ref.boundary)
+    assert rows["median region area (share of the slice)"] == pytest.approx(np.median(ref.areas) / ref.areas.sum())
 
 
 def test_demo_html_embeds_the_profile_figure(demo):

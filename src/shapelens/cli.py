@@ -583,6 +583,118 @@ def symmetry(
         typer.echo(f"wrote {plot}")
 
 
+# --------------------------------------------------------------------------- regions
+
+
+@app.command()
+def regions(
+    demo: bool = typer.Option(False, "--demo", help="The demo MLP trained on scikit-learn's digits (seconds)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="'package.module:factory' or 'file.py:factory' building your nn.Module.", show_default=False
+    ),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="Its weights: .safetensors, or .pt/.pth state dict (read without executing code).",
+        show_default=False,
+    ),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Inputs (and optionally labels, --y-key) the slice passes through.", show_default=False
+    ),
+    x_key: Optional[str] = typer.Option(
+        None, "--x-key", help="Name of the inputs in --data when it holds several arrays.", show_default=False
+    ),
+    y_key: Optional[str] = typer.Option(
+        None, "--y-key", help="Name of the labels in --data (to pick three points of different classes).",
+        show_default=False,
+    ),
+    points: Optional[str] = typer.Option(
+        None, "--points", help="Indices i,j,k of the three inputs spanning the plane (default: three of different "
+        "classes with --y-key, else 0,1,2).", show_default=False,
+    ),
+    margin: float = typer.Option(0.2, "--margin", min=0.0, help="Bounds around the three points, as a share of their extent."),
+    stop_at: Optional[str] = typer.Option(
+        None, "--stop-at", help="Partition only up to this module, or 'last_pl' for the piecewise-linear prefix.",
+        show_default=False,
+    ),
+    max_regions: int = typer.Option(200_000, "--max-regions", min=1, help="Refuse slices forecast to have more regions."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the partition picture (PNG) here.", show_default=False),
+    color_by: str = typer.Option("class", "--color-by", help="class or region."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (counts, areas, boundary) instead."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the choice of the three points (and the demo)."),
+) -> None:
+    """Exact linear regions of a piecewise-linear network on the plane through three inputs:
+    region count, region sizes, decision-boundary segments, and the SplineCam-style picture.
+
+    Either --demo, or --model with --data (and usually --weights).
+    """
+    from .regions import PartitionTooLarge, Plane, partition
+
+    if demo == (model is not None):
+        _fail("pass either --demo or --model (with --data); see shapelens regions --help.")
+    y = None
+    if demo:
+        from .atlas.demo import _prepare
+
+        d = _prepare(seed)
+        net, X, y = d["model"], d["X"][d["train_idx"]], d["y"][d["train_idx"]]
+        label = "demo MLP 64-128-64-32-10 on scikit-learn digits"
+    else:
+        net, arrays = _load_model_and_arrays(model, weights, data, *([x_key, y_key] if y_key else [x_key]))
+        X, y = arrays[0], (arrays[1] if y_key else None)
+        label = f"{model} on {data}"
+    if points is not None:
+        try:
+            idx = [int(v) for v in points.split(",")]
+        except ValueError:
+            _fail(f"--points {points!r} is not three comma-separated indices, e.g. 0,5,9.")
+        if len(idx) != 3 or not all(-len(X) <= i < len(X) for i in idx):
+            _fail(f"--points needs three indices into the {len(X)} inputs; got {points!r}.")
+    elif y is not None:
+        from .atlas.demo import _three_of_different_classes
+
+        if len(np.unique(y.numpy())) < 3:
+            _fail("the labels have fewer than 3 classes: pass --points i,j,k.")
+        idx = _three_of_different_classes(y, seed)
+    else:
+        if len(X) < 3:
+            _fail(f"--data holds {len(X)} inputs; three are needed to span a plane.")
+        idx = [0, 1, 2]
+    if X.is_floating_point():
+        X = X.to(next(net.parameters()).dtype)
+
+    def run():
+        plane, bounds = Plane.from_points(X[idx[0]], X[idx[1]], X[idx[2]], margin=margin)
+        try:
+            return partition(net, plane, bounds, stop_at=stop_at, max_regions=max_regions, device=device)
+        except PartitionTooLarge as exc:
+            _fail(str(exc).replace("max_regions=", "--max-regions "))
+
+    res, elapsed = _timed(run)
+    areas = np.sort(res.areas)
+    seg = res.boundary
+    length = float(np.linalg.norm(seg[:, 1] - seg[:, 0], axis=1).sum()) if len(seg) else 0.0
+    if plot is not None:
+        if color_by not in ("class", "region"):
+            _fail(f"--color-by must be class or region, got {color_by!r}.")
+        ax = res.plot(color_by=color_by, points=X[idx], labels=None if y is None else y[idx])
+        ax.figure.tight_layout()
+        ax.figure.savefig(plot, dpi=120)
+    if as_json:
+        doc = {"model": label, "points": idx, "seed": seed, "time_s": elapsed, "shapelens_version": __version__,
+               "n_regions": res.n_regions, "bounds": list(res.bounds), "layers": list(res.layers),
+               "areas": areas.tolist(), "boundary_segments": int(len(seg)), "boundary_length": length}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    lab = "" if y is None else " (classes " + ", ".join(str(int(y[i])) for i in idx) + ")"
+    typer.echo(f"{label}: plane through inputs {idx[0]}, {idx[1]}, {idx[2]}{lab}, {elapsed:.2f} s")
+    typer.echo(f"piecewise-linear layers: {', '.join(res.layers)}")
+    typer.echo(f"{res.n_regions} linear regions; area share of the slice: median {np.median(areas) / areas.sum():.2g}, "
+               f"largest {areas[-1] / areas.sum():.2g}, smallest {areas[0] / areas.sum():.2g}")
+    typer.echo(f"decision boundary: {len(seg)} segments, length {length:.4g} (plane units)")
+    if plot is not None:
+        typer.echo(f"wrote {plot}")
+
+
 # --------------------------------------------------------------------------- detect-text
 
 

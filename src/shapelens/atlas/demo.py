@@ -14,10 +14,13 @@ real 8x8 images, Alpaydin & Kaynak 1998) ship with scikit-learn. It trains a
 5. the Betti numbers of every class at every hidden layer (Naitzat et al. 2020) and the
    persistence diagram of the last hidden layer;
 6. how the model's output changes under shifts, flips and rotations of the input images, and
-   its Lie derivatives along continuous transformations (Gruver et al. 2023).
+   its Lie derivatives along continuous transformations (Gruver et al. 2023);
+7. the exact linear regions and decision boundary of the MLP on the plane through three
+   training digits (Humayun et al. 2023).
 
 The atlas computes nothing of its own: the numbers come from :mod:`shapelens.dimension`,
-:mod:`shapelens.curvature`, :mod:`shapelens.topology` and :mod:`shapelens.symmetry`.
+:mod:`shapelens.curvature`, :mod:`shapelens.topology`, :mod:`shapelens.symmetry` and
+:mod:`shapelens.regions`.
 """
 
 from __future__ import annotations
@@ -237,6 +240,59 @@ def _symmetry_sections(model: nn.Module, X: torch.Tensor, seed: int, timings: di
     ]
 
 
+def _three_of_different_classes(y: torch.Tensor, seed: int) -> list[int]:
+    """Indices of three examples of three different classes (the first classes in a seeded order)."""
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.unique(y.numpy()))[:3]
+    return [int(rng.choice(np.flatnonzero(y.numpy() == c))) for c in classes]
+
+
+def _regions_sections(model: nn.Module, X: torch.Tensor, y: torch.Tensor, seed: int, timings: dict) -> list[Section]:
+    """The exact linear regions of the demo MLP on the plane through three training digits of
+    different classes (SplineCam's picture, Humayun et al. 2023)."""
+    from ..regions import NotPiecewiseLinearError, Plane, partition
+
+    idx = _three_of_different_classes(y, seed)
+    plane, bounds = Plane.from_points(X[idx[0]], X[idx[1]], X[idx[2]])
+    t0 = time.perf_counter()
+    try:
+        part = partition(model, plane, bounds)
+    except NotPiecewiseLinearError as exc:
+        return [Section(id="regions", title="Linear regions", text=f"Not shown: {exc}")]
+    timings["regions_partition_s"] = time.perf_counter() - t0
+    areas = np.sort(part.areas)
+    total = float(areas.sum())
+    labels = [int(y[i]) for i in idx]
+    rows = (
+        ("regions in the slice", part.n_regions),
+        ("median region area (share of the slice)", float(np.median(areas)) / total),
+        ("largest region (share of the slice)", float(areas[-1]) / total),
+        ("decision-boundary segments", len(part.boundary)),
+        ("decision-boundary length (plane units)",
+         float(np.linalg.norm(part.boundary[:, 1] - part.boundary[:, 0], axis=1).sum()) if len(part.boundary) else 0.0),
+    )
+    return [
+        Section(
+            id="regions",
+            title="Linear regions on a slice through three digits",
+            text=(
+                f"A ReLU network is affine on each of the convex polygons it cuts its input space into. This is the "
+                f"exact partition of the plane through three training digits (classes {labels[0]}, {labels[1]} and "
+                f"{labels[2]}, the white dots), computed by successive cuts layer by layer: every region is a polygon "
+                "coloured by the class the network predicts there, the decision boundary is drawn in black (the "
+                "picture of SplineCam, Humayun et al. 2023). Regions crowd where the network bends the most; their "
+                "density near data (local complexity) is tracked over training in validation/regions_training.py."
+            ),
+            result=part,
+            summary=(f"{part.n_regions} regions in the slice (median area {rows[1][1]:.2g} of it), "
+                     f"{len(part.boundary)} decision-boundary segments"),
+            table=Table(columns=("quantity", "value"), rows=rows, digits=3),
+            plot=lambda ax: part.plot(ax=ax, color_by="class", points=X[idx], labels=y[idx]),
+            figure_alt="Exact linear regions of the demo MLP on the plane through three digits, coloured by class",
+        )
+    ]
+
+
 @torch.no_grad()
 def _accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
@@ -386,6 +442,7 @@ def run_demo(out_dir: str | Path = "atlas", seed: int = 0, *, epochs: int = 25, 
     sections += _curvature_sections(model, X[train_idx], y[train_idx], seed, timings)
     sections += _topology_sections(model, X, y, seed, timings)
     sections += _symmetry_sections(model, X[test_idx], seed, timings)
+    sections += _regions_sections(model, X[train_idx], y[train_idx], seed, timings)
     timings["analyses_total_s"] = time.perf_counter() - t_all
     meta = {
         "seed": seed,
@@ -403,7 +460,8 @@ def run_demo(out_dir: str | Path = "atlas", seed: int = 0, *, epochs: int = 25, 
         f"{n} handwritten digits reaches {100 * train_acc:.1f}% train and {100 * test_acc:.1f}% test accuracy "
         f"(seed {seed}). Below: the intrinsic dimension of its layers and of the data, the curvature of its "
         "training loss and the loss landscape around the trained weights, the topology of each class layer by "
-        "layer, and how far the model is from the symmetries of its input images."
+        "layer, how far the model is from the symmetries of its input images, and its exact linear regions on a "
+        "slice through three digits."
     )
     return write_atlas(
         sections,
