@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_dimension.py
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_topology.py
+	$(BIN)/python benchmarks/bench_regions.py
 
 $(CURV_BIN)/python:
 	$(PYTHON) -m venv $(CURV_VENV)
@@ -66,6 +67,7 @@ validate: install
 	$(BIN)/python validation/topology_layers.py
 	$(BIN)/python validation/rebasin_mnist.py
 	$(BIN)/python validation/rotated_mnist.py
+	$(BIN)/python validation/regions_training.py
 
 # AI-text detection on the GPTID data (~1.5 h on 2 CPU cores; PHDs cached in validation/cache/)
 validate-text: install
