@@ -44,7 +44,9 @@ Protocol:
 
 Run: ``python validation/regions_training.py`` (about 10 minutes on 2 CPU cores: ~4 minutes of
 training, cached, then the measurements); ``--quick`` for a ~1 minute smoke run (1,000 steps,
-fewer points) that writes nothing unless ``--out`` is given.
+fewer points) that writes nothing unless ``--out`` is given; ``--init-scale 8`` repeats it from an
+initialization scaled up 8x (the grokking setup of Liu et al. 2022, "Omnigrok"), written to
+``regions_training_init8.md``.
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import platform
 import sys
 import time
@@ -78,7 +79,8 @@ BATCH = 200
 LR = 1e-3
 SEED = 0
 N_SLICES = 8  # slices (a): the main one and 7 through random triplets of training digits of different classes
-SWEEP_PAIRS = 20  # segments of the depth/width sweep (the first of the fixed pairs)
+SWEEP_PAIRS = 20
+CHECK_SEGMENTS = 2  # segments whose exact piece count is checked against dense sampling at every checkpoint  # segments of the depth/width sweep (the first of the fixed pairs)
 RADIUS_FRACTION = 0.2  # LC radius as a fraction of the median nearest-neighbour distance
 
 
@@ -109,18 +111,23 @@ def checkpoint_steps(total: int) -> list[int]:
     return sorted(out)
 
 
-def _key(steps: list[int], wd: float, X: np.ndarray) -> str:
+def _key(steps: list[int], wd: float, X: np.ndarray, init_scale: float = 1.0) -> str:
     h = hashlib.sha256()
-    h.update(repr((WIDTH, DEPTH, BATCH, LR, SEED, wd, steps, "adamw-epochperm-v1")).encode())
+    key = (WIDTH, DEPTH, BATCH, LR, SEED, wd, steps, "adamw-epochperm-v1")
+    if init_scale != 1.0:
+        key = key + (("init_scale", init_scale),)
+    h.update(repr(key).encode())
     h.update(np.ascontiguousarray(X, dtype=np.float32).tobytes())
     return h.hexdigest()[:12]
 
 
-def train_checkpoints(X: np.ndarray, y: np.ndarray, steps: list[int], wd: float) -> tuple[list[dict], dict]:
-    """Train the MLP with AdamW and return the state dicts at ``steps`` (cached in validation/cache/)."""
+def train_checkpoints(X: np.ndarray, y: np.ndarray, steps: list[int], wd: float,
+                      init_scale: float = 1.0) -> tuple[list[dict], dict]:
+    """Train the MLP with AdamW and return the state dicts at ``steps`` (cached in validation/cache/).
+    ``init_scale`` multiplies every initial parameter (Liu et al. 2022's large initialization)."""
     from safetensors.torch import load_file, save_file
 
-    folder = CACHE / f"regions_training-{_key(steps, wd, X)}"
+    folder = CACHE / f"regions_training-{_key(steps, wd, X, init_scale)}"
     files = [folder / f"step{s:07d}.safetensors" for s in steps]
     log_path = folder / "log.json"
     if all(f.exists() for f in files) and log_path.exists():
@@ -129,6 +136,10 @@ def train_checkpoints(X: np.ndarray, y: np.ndarray, steps: list[int], wd: float)
         return [load_file(str(f)) for f in files], log
     torch.manual_seed(SEED)
     model = mlp()
+    if init_scale != 1.0:
+        with torch.no_grad():
+            for prm in model.parameters():
+                prm.mul_(init_scale)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=wd)
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     gen = torch.Generator().manual_seed(SEED + 1)
@@ -228,6 +239,27 @@ def boundary_concentration(P, delta: float, grid: int = 200) -> float:
     return float(np.mean(dist(cent) <= delta) / band) if band > 0 else float("nan")
 
 
+@torch.no_grad()
+def sampled_pieces(model: nn.Module, x0: torch.Tensor, x1: torch.Tensor, n: int = 200_001, chunk: int = 20_000) -> int:
+    """Linear pieces of ``model`` along ``x0 -> x1`` seen by ``n`` evenly spaced samples: 1 + the number of
+    consecutive samples whose activation patterns differ (a lower bound of the exact count)."""
+    changes, last = 0, None
+    for s in range(0, n, chunk):
+        t = torch.arange(s, min(s + chunk, n), dtype=torch.float64)[:, None] / (n - 1)
+        h = x0[None] + t * (x1 - x0)[None]
+        pats = []
+        for mod in model:
+            h = mod(h)
+            if isinstance(mod, nn.ReLU):
+                pats.append(h > 0)
+        P = torch.cat(pats, 1)
+        if last is not None:
+            P = torch.cat([last, P])
+        changes += int((P[1:] != P[:-1]).any(1).sum())
+        last = P[-1:]
+    return changes + 1
+
+
 def measure(model: nn.Module, ctx: dict, quick: bool) -> dict:
     from shapelens.regions.partition import partition
     from shapelens.regions.stats import crossings, local_complexity, region_statistics
@@ -270,6 +302,11 @@ def measure(model: nn.Module, ctx: dict, quick: bool) -> dict:
         pieces.append(sr.n_pieces)
         dens.append(sr.density)
         per_layer.append([sr.per_layer[k] for k in sr.layers])
+    # cross-check: pieces seen by 200,001 evenly spaced samples of the first segments (can only miss pieces)
+    checks = []
+    for a, b in ctx["pairs"][:CHECK_SEGMENTS]:
+        checks.append((sampled_pieces(model, ctx["X_train"][a], ctx["X_train"][b]), pieces[len(checks)]))
+    out["cross_check"] = checks
     out["cross_pieces"] = np.asarray(pieces, dtype=float)
     out["cross_density"] = np.asarray(dens, dtype=float)
     out["cross_per_layer"] = np.asarray(per_layer, dtype=float).mean(0).tolist()
@@ -372,7 +409,8 @@ def make_curves(steps, ms, ctx, path: Path) -> None:
     ax[3].set_title(f"(c) regions crossed along {len(ctx['pairs'])} segments between training digits", fontsize=9)
     ax[3].legend(fontsize=7)
     setx(ax[3])
-    fig.suptitle(f"ReLU MLP 784-{WIDTH}x{DEPTH}-10 on {N_TRAIN} MNIST images, AdamW (wd {ctx['wd']:g})", fontsize=10)
+    fig.suptitle(f"ReLU MLP 784-{WIDTH}x{DEPTH}-10 on {N_TRAIN} MNIST images, AdamW (wd {ctx['wd']:g})"
+                 + (f", initial parameters x {ctx['init_scale']:g}" if ctx["init_scale"] != 1 else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -436,12 +474,12 @@ def _phases(v: np.ndarray, steps: list[int]) -> dict:
 
 
 def report(args, steps, ms, sweep, ctx, log, wall) -> str:
-    from textwrap import fill
 
     n_neurons = WIDTH * DEPTH
     L = ctx["seg_lengths"]
     lines = ["# Linear regions over training: region count, local complexity and line crossings", "",
              f"Written by `validation/regions_training.py{' --quick' if args.quick else ''}"
+             f"{f' --init-scale {args.init_scale:g}' if args.init_scale != 1 else ''}"
              f"{f' --steps {args.steps}' if args.steps_given else ''}` (shapelens {shapelens.__version__}, torch "
              f"{torch.__version__}, Python {platform.python_version()}) in {wall / 60:.1f} min on 2 shared CPU cores; "
              f"training {log['train_seconds']:.0f} s{' (checkpoints from the cache)' if log.get('cached') else ''}, "
@@ -450,7 +488,9 @@ def report(args, steps, ms, sweep, ctx, log, wall) -> str:
              f"* **Data**: the first {N_TRAIN:,} MNIST training images (pixels in [0, 1]); accuracy on them and on the "
              f"{len(ctx['y_test']):,} test images.",
              f"* **Model**: ReLU MLP 784-{WIDTH}-{WIDTH}-{WIDTH}-10 ({n_neurons} hidden neurons), PyTorch default "
-             f"initialisation (seed {SEED}); AdamW, lr {LR:g}, weight decay {ctx['wd']:g}, batch {BATCH}, "
+             f"initialisation (seed {SEED})"
+             + (f" with every parameter multiplied by {ctx['init_scale']:g} (Liu et al. 2022)" if ctx["init_scale"] != 1 else "")
+             + f"; AdamW, lr {LR:g}, weight decay {ctx['wd']:g}, batch {BATCH}, "
              f"{steps[-1]:,} steps ({steps[-1] * BATCH // N_TRAIN:,} epochs), constant learning rate. Checkpoints at "
              f"step 0 and 1, 2, 5 x 10^k from 10 on.",
              f"* **(a) Slice**: `Plane.from_points` through training images {list(ctx['slice_idx'])} (classes "
@@ -499,7 +539,6 @@ def report(args, steps, ms, sweep, ctx, log, wall) -> str:
     le = np.array([m["lc_test"].mean() for m in ms])
     ph = _phases(lt, steps)
     near = np.array([np.mean(m["slices_near_points"]) for m in ms])
-    bfrac = np.array([m["slice_boundary_regions"] / m["slice_regions"] for m in ms])
     bden = np.array([_nanmean(m["slices_boundary_density"]) for m in ms])
     nreg = np.array([np.mean(m["slices_regions"]) for m in ms])
     ip, il = ph["i_peak"], len(ms) - 1
@@ -541,13 +580,23 @@ def report(args, steps, ms, sweep, ctx, log, wall) -> str:
               f"**Measured over training** (the {n_neurons}-neuron MLP, segments between training digits): "
               f"{d[0]:.2f} breakpoints per unit length at step 0 ({d[0] / n_neurons:.4f} per neuron), between "
               f"{d.min():.2f} and {d.max():.2f} during training (max / min = {d.max() / d.min():.1f}), {d[-1]:.2f} at "
-              f"the end ({d[-1] / d[0]:.2f}x the value at initialization).", ""]
+              f"the end ({d[-1] / d[0]:.2f}x the value at initialization). Mean breakpoints per segment by layer "
+              f"(layers 1 to {DEPTH}): "
+              + "; ".join(f"step {steps[i]:,}: " + " / ".join(f"{v:.1f}" for v in ms[i]["cross_per_layer"])
+                          for i in sorted({0, ph["i_min"], ip, il}))
+              + ".", ""]
+    chk = [c for m in ms for c in m["cross_check"]]
+    lines += [f"Check of `crossings` against dense sampling (200,001 evenly spaced points on each of the first "
+              f"{CHECK_SEGMENTS} segments, at every checkpoint; sampling can only miss pieces): "
+              f"{sum(a == b for a, b in chk)} of {len(chk)} counts equal, "
+              f"{sum(a > b for a, b in chk)} with more sampled than exact pieces (would be an error), largest shortfall of "
+              f"the sampling {max(b - a for a, b in chk)} pieces.", ""]
+    slope = {}
     if sweep:
         srows = []
         for r in sweep:
             srows.append([r["init"], r["depth"], r["width"], r["neurons"], f"{r['density']:.2f} +- {r['density_sd']:.2f}",
                           f"{r['density'] / r['neurons']:.4f}"])
-        slope = {}
         for init in ("pytorch", "he"):
             q = [r for r in sweep if r["init"] == init and r["density"] > 0]
             if len(q) >= 2:
@@ -560,11 +609,62 @@ def report(args, steps, ms, sweep, ctx, log, wall) -> str:
                   + " (1 = linear in the number of neurons). Breakpoints per unit length per neuron, mean over the "
                   "widths, by depth: "
                   + "; ".join(f"{init}: " + ", ".join(
-                      f"depth {d} {np.mean([r['density'] / r['neurons'] for r in sweep if r['init'] == init and r['depth'] == d]):.4f}"
-                      for d in sorted({r['depth'] for r in sweep})) for init in ("pytorch", "he"))
+                      f"depth {dd} {np.mean([r['density'] / r['neurons'] for r in sweep if r['init'] == init and r['depth'] == dd]):.4f}"
+                      for dd in sorted({r['depth'] for r in sweep})) for init in ("pytorch", "he"))
                   + ".", "",
                   _table(["init", "depth", "width", "neurons", "breakpoints per unit length (mean +- sd)", "per neuron"],
                          srows), "", "![depth and width at initialization](regions_training_depth.png)", ""]
+    # ---------------- verdict
+    specific = lt[-1] / le[-1] < 0.8 * (lt[ip] / le[ip])
+    crowd = np.isfinite(bden[-1]) and np.isfinite(bden[ip]) and bden[-1] > 1.2 * bden[ip]
+    same_order = d.max() / d.min() < 4
+    yes, no = [], []
+    (yes if first and ascent and second else no).append(
+        f"the three phases of the local complexity around training points (first descent {ph['v0']:.1f} -> "
+        f"{ph['vmin']:.1f} by step {ph['s_min']:,}, ascent to {ph['vpeak']:.1f} at step {ph['s_peak']:,}, second "
+        f"descent to {ph['vlast']:.1f} at step {steps[-1]:,})"
+        + ("" if first and ascent and second else
+           f" (first descent {'yes' if first else 'no'}, ascent {'yes' if ascent else 'no'}, second descent "
+           f"{'yes' if second else 'no'})"))
+    other = [("a second descent stronger around the training points than around test points: "
+              + ("yes" if specific else "no, the test points' neighbourhoods thin out just as much")
+              + f" (train / test LC {lt[ip] / le[ip]:.2f} at the peak, {lt[-1] / le[-1]:.2f} at the end)")]
+    other.append("per layer, the late fall of the density along lines comes from the last hidden layer (breakpoints "
+                 "per segment, layer 1 / 2 / 3, at the LC peak: "
+                 + " / ".join(f"{v:.1f}" for v in ms[ip]["cross_per_layer"]) + "; at the end: "
+                 + " / ".join(f"{v:.1f}" for v in ms[-1]["cross_per_layer"]) + ")")
+    (yes if crowd else no).append(
+        f"regions migrating to the decision boundary (density within r of the boundary relative to the slice, "
+        f"mean of {len(ms[0]['slices_regions'])} slices: {bden[ip]:.2f} at the LC peak, {bden[-1]:.2f} at the end)")
+    acc_jump = ms[-1]["test_acc"] - ms[ip]["test_acc"]
+    (yes if acc_jump > 0.02 else no).append(
+        f"delayed generalization with the second descent (test accuracy {ms[ip]['test_acc']:.3f} at the LC peak, "
+        f"{ms[-1]['test_acc']:.3f} at the end)")
+    if "he" in slope:
+        (yes if 0.8 <= slope["he"] <= 1.2 else no).append(
+            f"breakpoints per unit length linear in the number of neurons at He initialization (log-log exponent "
+            f"{slope['he']:.2f})")
+    if sweep:
+        grow = {}
+        for init in ("pytorch", "he"):
+            q = [r for r in sweep if r["init"] == init]
+            dmin, dmax = min(r["depth"] for r in q), max(r["depth"] for r in q)
+            pn = lambda dd: np.mean([r["density"] / r["neurons"] for r in q if r["depth"] == dd])  # noqa: E731
+            grow[init] = pn(dmax) / pn(dmin)
+        (yes if all(g < 2 for g in grow.values()) else no).append(
+            "no exponential growth with depth at a fixed number of neurons (per-neuron density, deepest / shallowest: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in grow.items()) + ")")
+    (yes if same_order else no).append(
+        f"the density along lines staying of the same order during training (max / min over the checkpoints "
+        f"{d.max() / d.min():.1f})")
+    lines += ["## Verdict", "", "**Reproduced**:", ""] + [f"* {x}" for x in yes] + [""]
+    lines += ["**Not reproduced**:", ""] + ([f"* {x}" for x in no] if no else ["* nothing of the above"]) + [""]
+    lines += ["**Also measured** (not claims of the papers):", ""] + [f"* {x}" for x in other] + [""]
+    if ctx.get("init_scale", 1.0) == 1.0:
+        lines += ["The network here starts from PyTorch's default initialisation, and its test accuracy plateaus "
+                  "once the training set is fitted: this run does not grok. The MNIST grokking runs in the "
+                  "literature (Liu et al. 2022, \"Omnigrok\") scale the initial weights up to delay generalization; "
+                  "`--init-scale 8` repeats this protocol that way.", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -610,19 +710,23 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="training steps (default 100,000; quick 1,000)")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     p.add_argument("--no-sweep", action="store_true", help="skip the depth/width sweep at initialization")
+    p.add_argument("--init-scale", type=float, default=1.0,
+                   help="multiply the initial parameters (Liu et al. 2022 use 8 for grokking on MNIST); default 1; the "
+                        "default output becomes regions_training_init<scale>.md")
     p.add_argument("--out", type=Path, default=None,
                    help="Markdown output (default validation/results/regions_training.md; none with --quick)")
     args = p.parse_args(argv)
     args.steps_given = args.steps is not None
     total = args.steps if args.steps is not None else (1_000 if args.quick else 100_000)
-    md = args.out if args.out is not None else (None if args.quick else RESULTS / "regions_training.md")
+    default_name = "regions_training.md" if args.init_scale == 1.0 else f"regions_training_init{args.init_scale:g}.md"
+    md = args.out if args.out is not None else (None if args.quick else RESULTS / default_name)
     t_start = time.time()
 
     X, y = mnist("train", limit=N_TRAIN)
     Xte, yte = mnist("test", limit=2_000 if args.quick else None)
     steps = checkpoint_steps(total)
     print(f"training {total:,} steps, checkpoints {steps} ...", file=sys.stderr, flush=True)
-    states, log = train_checkpoints(X, y, steps, args.weight_decay)
+    states, log = train_checkpoints(X, y, steps, args.weight_decay, args.init_scale)
     print(f"  training: {log['train_seconds']:.0f} s{' (cached)' if log.get('cached') else ''}", file=sys.stderr, flush=True)
 
     Xd = torch.from_numpy(X).double()
@@ -654,7 +758,7 @@ def main(argv=None) -> int:
         "slice_st": np.asarray(plane.coords(torch.stack([Xd[i] for i in slice_idx])), dtype=float),
         "lc_train": Xd[: (8 if args.quick else 100)], "lc_test": torch.from_numpy(Xte[: (8 if args.quick else 50)]).double(),
         "pairs": pairs, "seg_lengths": np.array([float(torch.linalg.vector_norm(Xd[a] - Xd[b])) for a, b in pairs]),
-        "wd": args.weight_decay, "extra_slices": extra,
+        "wd": args.weight_decay, "extra_slices": extra, "init_scale": args.init_scale,
     }
     ms = []
     for s, st in zip(steps, states):
