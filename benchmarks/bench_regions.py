@@ -512,8 +512,9 @@ def report(args, cfgs, results, logs, info, load_before, load_after, wall) -> st
     if whole:
         rate = [x["regions"] / x["seconds"] for x in whole]
         per_region = [x["extra"] / x["regions"] for x in whole if x["regions"] >= 10_000]
-        ratio_m = [x["median"]["count"] / x["regions"] for x in whole]
-        t_m = [x["median"]["seconds_matched"] / x["seconds"] for x in whole]
+        unc = [x for x in whole if not x["median"]["capped"]]
+        ratio_m = [x["median"]["count"] / x["regions"] for x in unc] or [float("nan")]
+        t_m = [x["median"]["seconds_matched"] / x["seconds"] for x in unc] or [float("nan")]
         ratio_p = [x["p1"]["count"] / x["regions"] for x in whole]
         t_p = [x["p1"]["seconds_matched"] / x["seconds"] for x in whole]
         spread = [x["area_median"] / x["area_p1"] for x in whole]
@@ -522,8 +523,11 @@ def report(args, cfgs, results, logs, info, load_before, load_after, wall) -> st
                   f"{max(rate):,.0f} regions per second"
                   + (f"; about {np.median(per_region) / 1024:.0f} KiB of peak extra memory per region for slices of "
                      f"10,000 regions or more" if per_region else "") + ".",
-                  f"* Dense grid with spacing sqrt(median region area): {min(t_m):.2g}x to {max(t_m):.2g}x the exact "
-                  f"method's time, and it finds {100 * min(ratio_m):.0f}% to {100 * max(ratio_m):.0f}% of the regions.",
+                  f"* Dense grid with spacing sqrt(median region area), {len(unc)} models where it fits the caps: "
+                  f"{min(t_m):.2g}x to {max(t_m):.2g}x the exact method's time, and it finds {100 * min(ratio_m):.0f}% "
+                  f"to {100 * max(ratio_m):.0f}% of the regions (where it had to be coarsened, far fewer: "
+                  + (", ".join(f"{100 * x['median']['count'] / x['regions']:.0f}%" for x in whole
+                               if x["median"]["capped"]) or "none") + ").",
                   f"* Dense grid with spacing sqrt(1st-percentile area): {min(t_p):.2g}x to {max(t_p):.2g}x the exact "
                   f"method's time at that resolution (extrapolated where capped); the largest grid run found "
                   f"{100 * min(ratio_p):.0f}% to {100 * max(ratio_p):.0f}% of the regions. Within one slice the median region "

@@ -629,10 +629,9 @@ def report(args, steps, ms, sweep, ctx, log, wall) -> str:
     other = [("a second descent stronger around the training points than around test points: "
               + ("yes" if specific else "no, the test points' neighbourhoods thin out just as much")
               + f" (train / test LC {lt[ip] / le[ip]:.2f} at the peak, {lt[-1] / le[-1]:.2f} at the end)")]
-    other.append("per layer, the late fall of the density along lines comes from the last hidden layer (breakpoints "
-                 "per segment, layer 1 / 2 / 3, at the LC peak: "
+    other.append("breakpoints per segment by hidden layer (1 / 2 / 3) at the LC peak: "
                  + " / ".join(f"{v:.1f}" for v in ms[ip]["cross_per_layer"]) + "; at the end: "
-                 + " / ".join(f"{v:.1f}" for v in ms[-1]["cross_per_layer"]) + ")")
+                 + " / ".join(f"{v:.1f}" for v in ms[-1]["cross_per_layer"]))
     (yes if crowd else no).append(
         f"regions migrating to the decision boundary (density within r of the boundary relative to the slice, "
         f"mean of {len(ms[0]['slices_regions'])} slices: {bden[ip]:.2f} at the LC peak, {bden[-1]:.2f} at the end)")
@@ -802,9 +801,10 @@ def main(argv=None) -> int:
 NOTES = """
 ## Notes
 
-* Everything is exact up to float64 rounding: the slice partitions (`partition`), the LC squares (`partition` on
-  each square) and the segment crossings (`crossings`); nothing is sampled except the choice of points, planes and
-  segments, which is fixed (seeded) across checkpoints so that the curves follow the same neighbourhoods.
+* The counts are exact up to float64 rounding: the slice partitions (`partition`), the LC squares (`partition` on
+  each square) and the segment crossings (`crossings`, checked against dense sampling above). Sampled are only the
+  choice of points, planes and segments, fixed (seeded) across checkpoints so that the curves follow the same
+  neighbourhoods, and the area of the band within r of the decision boundary (a 200 x 200 lattice per slice).
 * LC here counts regions (and crossing neurons) on a 2D section of the neighbourhood; Humayun et al. count the
   neurons whose hyperplanes meet a random cross-polytope of dimension P around the point (estimated from its
   vertices). A 2D section meets fewer hyperplanes than a P-dimensional neighbourhood of the same radius, so the
