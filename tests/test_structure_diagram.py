@@ -528,3 +528,27 @@ def test_identity_and_actions_in_a_diagram():
     d.commutes(["g", "g"], "idX", name="not order 2")
     res = d.check(_x(8, 4))
     assert res["inverse"].max == 0.0 and res["order 4"].max == 0.0 and res["not order 2"].mean > 0.5
+
+
+def test_an_isomorphism_and_its_inverse_make_no_cycle_but_real_cycles_through_them_are_found():
+    """f >> f^-1 is the identity, so a declared inverse pair does not make paths infinite; a cycle
+    that goes back through the inverse by another route still does."""
+    torch.manual_seed(0)
+    A, B, C = Space("A", 2), Space("B", 2), Space("C", 2)
+    lin = nn.Linear(2, 2).double()
+    f = Morphism(lin, A, B, "f")
+    f_inv = Morphism(lambda y: torch.linalg.solve(lin.weight, (y - lin.bias).T).T, B, A, "f_inv")
+    f.inverse = f_inv
+    g = Morphism(nn.Linear(2, 2).double(), B, C, "g")
+    d = Diagram("iso")
+    d.add(f, f_inv, g)
+    assert [str(p) for p in d.paths("A", "C")] == ["f >> g"]
+    assert [str(p) for p in d.paths("B", "A")] == ["f_inv"]
+    assert [str(p) for p in d.paths("A", "A")] == ["id_A"]
+    x = torch.randn(5, 2, dtype=torch.float64)
+    assert torch.equal(d.model("A", "C")(x), g(f(x)))
+    d.commutes(d.path("f", "f_inv"), "A", name="iso")
+    assert d.check(x)["iso"].max < 1e-12
+    d.add(Morphism(nn.Linear(2, 2).double(), A, B, "u"))  # B -f_inv-> A -u-> B is a genuine cycle
+    with pytest.raises(CycleError, match=r"B -f_inv-> A -u-> B"):
+        d.paths("A", "C")

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_int, warn
+from .._checks import check_int, single_thread, warn
 from .._results import Result
 from ..probe import eval_mode
 from ..symmetry.measure import _Action, _check_action, _group_elements, _relative_errors
@@ -361,6 +361,14 @@ class _ProductRep:
         self.name = str(getattr(space.rep, "name", "rep"))
 
 
+def _small_cpu(modules: nn.Module) -> bool:
+    """True for models small enough that one CPU thread is fastest (under a million parameters,
+    all on the CPU): torch's thread pool costs more than it gains on tiny matrices, and on a busy
+    machine it can be 10-100x slower (measured on 2 shared cores)."""
+    params = list(modules.parameters())
+    return all(p.device.type == "cpu" for p in params) and sum(p.numel() for p in params) < 1_000_000
+
+
 def _finite_float(value: Any, what: str, minimum: float, strict: bool) -> float:
     try:
         v = float(value)
@@ -511,6 +519,20 @@ class Diagram:
     def _edges(self) -> list[tuple[str, str, Morphism]]:
         return [(m.dom.name, m.cod.name, m) for m in self.morphisms.values()]
 
+    @staticmethod
+    def _inverse_pair(m: Morphism, k: Morphism) -> bool:
+        return m is not k and (m.inverse is k or k.inverse is m)
+
+    def _inverse_edges(self) -> list[tuple[Morphism, Morphism]]:
+        """(f, e) for every registered morphism e declared the inverse of an earlier registered f."""
+        out, seen = [], []
+        for m in self.morphisms.values():
+            partner = next((k for k in seen if self._inverse_pair(m, k)), None)
+            if partner is not None:
+                out.append((partner, m))
+            seen.append(m)
+        return out
+
     def _reach(self, start: str, reverse: bool = False) -> set:
         adj: dict[str, list[str]] = {}
         for a, b, _ in self._edges():
@@ -526,9 +548,47 @@ class Diagram:
         return seen
 
     def _find_cycle(self, nodes: set) -> list | None:
-        """A cycle within ``nodes`` as a list of (from, morphism, to), or None."""
+        """A cycle within ``nodes`` as a list of (from, morphism, to), or None. An isomorphism
+        followed straight back by its declared inverse is the identity, not a cycle: cycles are
+        sought among the other edges, then through each inverse edge ``e: b -> a`` (of ``f: a -> b``)
+        by a path from ``a`` back to ``b`` that does not use ``f`` or ``e``."""
+        inv = self._inverse_edges()
+        skip = {id(e) for _, e in inv}
+        found = self._dfs_cycle(nodes, [(a, b, m) for a, b, m in self._edges() if id(m) not in skip])
+        if found:
+            return found
+        for f, e in inv:
+            a, b = e.cod.name, e.dom.name
+            if a not in nodes or b not in nodes:
+                continue
+            rest = [(x, y, m) for x, y, m in self._edges() if m is not f and m is not e and x in nodes and y in nodes]
+            back = self._route_edges(a, b, rest)
+            if back is not None:
+                return [(b, e, a)] + back
+        return None
+
+    @staticmethod
+    def _route_edges(src: str, dst: str, edges: list) -> list | None:
+        """A shortest path src -> dst over ``edges`` as (from, morphism, to) triples, or None."""
+        prev: dict[str, tuple] = {src: None}
+        queue = deque([src])
+        while queue:
+            u = queue.popleft()
+            if u == dst:
+                out = []
+                while prev[u] is not None:
+                    out.append(prev[u])
+                    u = prev[u][0]
+                return out[::-1]
+            for a, b, m in edges:
+                if a == u and b not in prev:
+                    prev[b] = (a, m, b)
+                    queue.append(b)
+        return None
+
+    def _dfs_cycle(self, nodes: set, all_edges: list) -> list | None:
         adj: dict[str, list] = {n: [] for n in nodes}
-        for a, b, m in self._edges():
+        for a, b, m in all_edges:
             if a in nodes and b in nodes:
                 adj[a].append((b, m))
         color = {n: 0 for n in nodes}
@@ -560,7 +620,8 @@ class Diagram:
         """All paths from object ``src`` to object ``dst`` (names or Spaces), in the order the
         morphisms were added (an object to itself: its identity path). Raises :class:`CycleError`
         naming the cycle when a cycle lies on a path between them (there would be infinitely
-        many)."""
+        many). A morphism registered as the ``inverse`` of an earlier one is not followed: an
+        isomorphism and its inverse count as one arrow, so they make no cycle."""
         src, dst = self._object(src, "source object"), self._object(dst, "target object")
         between = self._reach(src) & self._reach(dst, reverse=True)
         cycle = self._find_cycle(between)
@@ -576,7 +637,7 @@ class Diagram:
                 out.append(Path(tuple(acc), self.objects[src], self.objects[dst], self))
                 return
             for a, b, m in edges:
-                if a == node:
+                if a == node and not (acc and self._inverse_pair(acc[-1], m)):  # f >> f^-1 is the identity
                     walk(b, acc + [m])
 
         if src in between:
@@ -846,6 +907,7 @@ class Diagram:
         with ExitStack() as stack:
             stack.enter_context(eval_mode(involved))
             stack.enter_context(torch.no_grad())
+            stack.enter_context(single_thread(_small_cpu(involved)))
 
             def push(path, value):
                 value = _to_modules(value, list(path.morphisms))

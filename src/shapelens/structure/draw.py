@@ -80,7 +80,8 @@ def _equation_info(eq: Any) -> dict:
         return info
     lhs, rhs = eq.lhs, eq.rhs
     objs = list(dict.fromkeys(_path_objects(lhs) + _path_objects(rhs)))
-    info.update(objects=objs, morphisms=_path_names(lhs) + _path_names(rhs), dom=_obj_name(lhs.dom),
+    info.update(objects=objs, morphisms=_path_names(lhs) + _path_names(rhs), lhs=_path_names(lhs),
+                rhs=_path_names(rhs), dom=_obj_name(lhs.dom),
                 cod=_obj_name(lhs.cod),
                 text=getattr(eq, "description", None) or f"{lhs} == {rhs}")
     return info
@@ -289,8 +290,10 @@ def draw_diagram(diagram: Any, *, ax=None, path: str | _FsPath | None = None, ch
             p = mids.get(info["morphism"], (pos[info["dom"]] + pos[info["cod"]]) / 2) + np.array([0.0, 0.5])
         else:
             # inside the face the two paths bound: the mean of their arrows' half-way points
-            pts = [mids[m] for m in info["morphisms"] if m in mids] or [pos[o] for o in info["objects"]]
-            p = np.mean(pts, axis=0)
+            # (the midpoint between the two paths' mean half-way points; an identity path adds nothing)
+            sides = [np.mean([mids[m] for m in side], axis=0) for side in (info["lhs"], info["rhs"])
+                     if side and all(m in mids for m in side)]
+            p = np.mean(sides, axis=0) if sides else np.mean([pos[o] for o in info["objects"]], axis=0)
         for _ in range(12):  # step clear of objects and earlier markers, away from the nearest
             near = [q for q in list(pos.values()) + placed if np.linalg.norm(p - q) < 0.45]
             if not near:
