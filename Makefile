@@ -68,6 +68,7 @@ validate: install
 	$(BIN)/python validation/rebasin_mnist.py
 	$(BIN)/python validation/rotated_mnist.py
 	$(BIN)/python validation/regions_training.py
+	$(BIN)/python validation/bundle_networks.py
 
 # AI-text detection on the GPTID data (~1.5 h on 2 CPU cores; PHDs cached in validation/cache/)
 validate-text: install

@@ -147,7 +147,8 @@ def test_demo_writes_html_json_and_figures(demo):
     assert demo.json.name == "atlas.json" and demo.json.is_file()
     assert [p.name for p in demo.figures] == ["layer-id-profile.png", "data-id.png", "curvature-spectrum.png",
                                               "loss-landscape.png", "topology-betti.png", "topology-diagram.png",
-                                              "symmetry-input.png", "regions.png"]
+                                              "symmetry-input.png", "regions.png", "structure-diagram.png",
+                                              "structure-fibers.png"]
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in demo.figures)
 
 
@@ -282,6 +283,41 @@ def test_demo_regions_section_matches_the_library(demo):
     assert rows["regions in the slice"] == ref.n_regions
     assert rows["decision-boundary segments"] == len(ref.boundary)
     assert rows["median region area (share of the slice)"] == pytest.approx(np.median(ref.areas) / ref.areas.sum())
+
+
+def test_demo_structure_sections_match_the_library(demo):
+    """The structure sections are the bundle network's diagram check and fiber distances that direct
+    calls give (the demo's bundle network is deterministic for its seed)."""
+    from shapelens.atlas.demo import _torus_fiber, demo_bundle
+    from shapelens.structure.bundle import wasserstein1
+
+    doc = json.loads(demo.json.read_text())
+    sec = {s["id"]: s for s in doc["sections"]}
+    net, x, y = demo_bundle(0)
+    ref = net.check(x, y)
+    got = sec["structure-diagram"]["result"]["equations"]
+    assert [e["name"] for e in got] == [e.name for e in ref.equations] == ["p_B . phi = pi", "phi^-1 . phi = id"]
+    for e, r in zip(got, ref.equations):
+        assert e["mean"] == pytest.approx(r.mean, rel=1e-6) and e["max"] == pytest.approx(r.max, rel=1e-6)
+        assert e["n_examples"] == 500
+    rows = sec["structure-fibers"]["table"]["rows"]
+    assert [r[0] for r in rows] == pytest.approx([0.0, 120.0, 240.0])
+    angles = np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3])
+    a = angles[1]
+    gen = net.sample_fiber(np.stack([np.cos(angles), np.sin(angles)], 1), 300, seed=0).numpy()[1]
+    assert rows[1][1] == pytest.approx(wasserstein1(gen, _torus_fiber(a, 300, 11)), rel=1e-6)
+    # the true fiber really is the tube circle over the base angle
+    f = _torus_fiber(a, 300, 11)
+    assert np.allclose(np.hypot(np.hypot(f[:, 0], f[:, 1]) - 2.0, f[:, 2]), 1.0)
+    assert np.allclose(np.arctan2(f[:, 1], f[:, 0]), np.arctan2(np.sin(a), np.cos(a)))
+
+
+def test_structure_section_of_models_not_built_from_a_diagram_is_empty():
+    from torch import nn
+
+    from shapelens.atlas.structure import structure_sections
+
+    assert structure_sections(nn.Linear(2, 2), None) == []
 
 
 def test_demo_html_embeds_the_profile_figure(demo):

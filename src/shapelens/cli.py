@@ -8,6 +8,8 @@ Every subcommand is a thin layer over a library call:
   :func:`shapelens.curvature.curvature_summary` (Lanczos, Hutch++, SLQ);
 * ``shapelens topology FILE`` -> :func:`shapelens.io.load_points` +
   :func:`shapelens.topology.persistence` (MST engine for H0, ripser.py above);
+* ``shapelens structure`` -> :meth:`shapelens.structure.Diagram.check` and
+  :func:`shapelens.structure.draw_diagram` on a model built from a diagram;
 * ``shapelens detect-text FILE`` -> :class:`shapelens.detect.TextPHDDetector` (pretrained);
 * ``shapelens atlas --demo`` -> :func:`shapelens.atlas.demo.run_demo`.
 
@@ -691,6 +693,138 @@ def regions(
     typer.echo(f"{res.n_regions} linear regions; area share of the slice: median {np.median(areas) / areas.sum():.2g}, "
                f"largest {areas[-1] / areas.sum():.2g}, smallest {areas[0] / areas.sum():.2g}")
     typer.echo(f"decision boundary: {len(seg)} segments, length {length:.4g} (plane units)")
+    if plot is not None:
+        typer.echo(f"wrote {plot}")
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def _structure_data(diagram: Any, data: Path, allow_pickle: bool = False) -> dict:
+    """Arrays of --data keyed by the diagram's object names: an .npz (or .pt/.safetensors) array
+    named after an object is that object's data; a product object whose factors all have arrays
+    gets the tuple of them; a single unnamed array is the data of the first object."""
+    import torch
+
+    from .io import LoadError, load_points
+
+    names: list[str] = []
+    if data.suffix.lower() in (".npz", ".pt", ".pth", ".safetensors"):
+        try:
+            if data.suffix.lower() == ".npz":
+                with np.load(data, allow_pickle=False) as z:
+                    names = list(z.files)
+            elif data.suffix.lower() == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(data), framework="pt") as f:
+                    names = list(f.keys())
+            else:
+                obj = torch.load(data, map_location="cpu", weights_only=True)
+                names = list(obj) if isinstance(obj, dict) else []
+        except (OSError, ValueError, RuntimeError) as exc:
+            _fail(f"cannot read {data} ({exc}).")
+    out: dict[str, Any] = {}
+    try:
+        if not names:
+            first = next(iter(diagram.objects))
+            out[first] = torch.from_numpy(np.ascontiguousarray(load_points(data, allow_pickle=allow_pickle)))
+            return out
+        arrays = {k: torch.from_numpy(np.ascontiguousarray(load_points(data, key=k, allow_pickle=allow_pickle)))
+                  for k in names}
+    except (FileNotFoundError, LoadError) as exc:
+        _fail(str(exc))
+    for obj, space in diagram.objects.items():
+        if obj in arrays:
+            out[obj] = arrays[obj]
+        elif getattr(space, "is_product", False) and all(f.name in arrays for f in space.factors):
+            out[obj] = tuple(arrays[f.name] for f in space.factors)
+    if not out:
+        _fail(f"none of the arrays in {data} ({', '.join(names)}) is named after an object of the diagram "
+              f"({', '.join(diagram.objects)}); name each array after the object whose data it holds.")
+    return out
+
+
+@app.command()
+def structure(
+    demo: bool = typer.Option(
+        False, "--demo", help="Train a bundle network (Courts & Kvinge 2022) on a torus over a circle (seconds) and "
+        "check its diagram."),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="'package.module:factory' or 'file.py:factory' returning a model built from a Diagram "
+        "(diagram.model(...), path.as_morphism(), or a module with a diagram() method such as BundleNetwork).",
+        show_default=False,
+    ),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="Its weights: .safetensors, or .pt/.pth state dict (read without executing code).",
+        show_default=False,
+    ),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Data for the equations: arrays named after the diagram's objects (.npz, .pt, "
+        ".safetensors), or one array for the first object.", show_default=False,
+    ),
+    plot: Optional[Path] = typer.Option(
+        None, "--plot", help="Write the drawing of the diagram here (.png, .svg or .pdf).", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+    seed: int = typer.Option(0, "--seed", help="Seed for sampled group elements (and the demo's training)."),
+) -> None:
+    """The diagram a model was built from (objects, morphisms, declared equations) and the
+    commutativity error of each equation on data; --plot draws it.
+
+    Either --demo, or --model with --data.
+    """
+    if demo == (model is not None):
+        _fail("pass exactly one of --demo or --model (with --data); see shapelens structure --help.")
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        _fail(f"--plot {plot}: the file name must end in .png, .svg or .pdf.")
+    from .atlas.structure import diagram_of
+
+    if demo:
+        from .atlas.demo import demo_bundle
+
+        typer.echo("training a bundle network on a torus over a circle ...", err=True)
+        (net, x, y), _ = _timed(lambda: demo_bundle(seed))
+        label = "demo bundle network (torus over a circle)"
+        d = net.diagram()
+        feed = {net.labelled_space.name: (x, y)}
+    else:
+        net, _ = _load_model_and_arrays(model, weights, data)
+        label = model
+        try:
+            d = diagram_of(net)
+        except (ValueError, TypeError) as exc:
+            _fail(f"{model}: could not build its diagram ({exc}).")
+        if d is None:
+            _fail(f"{model} returned a {type(net).__name__} that was not built from a Diagram: build it with "
+                  "diagram.model(src, dst) or diagram.path(...).as_morphism() (or give it a diagram() method).")
+        feed = _structure_data(d, data)
+    if not d.equations:
+        _fail(f"the diagram {d.name!r} declares no equations to check; declare them with diagram.commutes(...) or "
+              "diagram.equivariant(...).")
+    check, elapsed = _timed(lambda: d.check(feed, seed=seed))
+    if plot is not None:
+        try:
+            d.draw(plot, check=check)
+        except OSError as exc:
+            _fail(f"could not write {plot} ({exc}); pass a writable path.")
+    if as_json:
+        doc = {"model": label, "seed": seed, "time_s": elapsed, "shapelens_version": __version__,
+               **check.to_dict(),
+               "diagram": {"name": d.name, "objects": {k: str(v) for k, v in d.objects.items()},
+                           "morphisms": [m.signature for m in d.morphisms.values()],
+                           "equations": [eq.description for eq in d.equations]}}
+        from ._results import jsonable
+
+        typer.echo(json.dumps(jsonable(doc), indent=2))
+        return
+    typer.echo(f"{label}: {d!r}")
+    for m in d.morphisms.values():
+        typer.echo(f"  {m.signature}")
+    n_ex = check.equations[0].n_examples
+    typer.echo(f"commutativity on {n_ex} examples (relative L2 error ||lhs - rhs|| / ||rhs||), {elapsed:.2f} s:")
+    typer.echo(check.table())
+    n_ok = sum(e.commutes for e in check.equations)
+    typer.echo(f"{n_ok} of {len(check.equations)} equations commute within their tolerance.")
     if plot is not None:
         typer.echo(f"wrote {plot}")
 

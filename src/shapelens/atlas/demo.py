@@ -16,11 +16,14 @@ real 8x8 images, Alpaydin & Kaynak 1998) ship with scikit-learn. It trains a
 6. how the model's output changes under shifts, flips and rotations of the input images, and
    its Lie derivatives along continuous transformations (Gruver et al. 2023);
 7. the exact linear regions and decision boundary of the MLP on the plane through three
-   training digits (Humayun et al. 2023).
+   training digits (Humayun et al. 2023);
+8. a second model built from a :class:`~shapelens.structure.Diagram`: a bundle network
+   (Courts & Kvinge 2022) on the torus over its core circle, its diagram drawn with each
+   equation's commutativity error, and the fibers it generates against the true ones.
 
 The atlas computes nothing of its own: the numbers come from :mod:`shapelens.dimension`,
-:mod:`shapelens.curvature`, :mod:`shapelens.topology`, :mod:`shapelens.symmetry` and
-:mod:`shapelens.regions`.
+:mod:`shapelens.curvature`, :mod:`shapelens.topology`, :mod:`shapelens.symmetry`,
+:mod:`shapelens.regions` and :mod:`shapelens.structure`.
 """
 
 from __future__ import annotations
@@ -443,6 +446,7 @@ def run_demo(out_dir: str | Path = "atlas", seed: int = 0, *, epochs: int = 25, 
     sections += _topology_sections(model, X, y, seed, timings)
     sections += _symmetry_sections(model, X[test_idx], seed, timings)
     sections += _regions_sections(model, X[train_idx], y[train_idx], seed, timings)
+    sections += _structure_sections(seed, timings)
     timings["analyses_total_s"] = time.perf_counter() - t_all
     meta = {
         "seed": seed,
@@ -460,8 +464,9 @@ def run_demo(out_dir: str | Path = "atlas", seed: int = 0, *, epochs: int = 25, 
         f"{n} handwritten digits reaches {100 * train_acc:.1f}% train and {100 * test_acc:.1f}% test accuracy "
         f"(seed {seed}). Below: the intrinsic dimension of its layers and of the data, the curvature of its "
         "training loss and the loss landscape around the trained weights, the topology of each class layer by "
-        "layer, how far the model is from the symmetries of its input images, and its exact linear regions on a "
-        "slice through three digits."
+        "layer, how far the model is from the symmetries of its input images, its exact linear regions on a "
+        "slice through three digits, and, for a second model built from a diagram (a bundle network on a torus), "
+        "the diagram with its commutativity errors and the fibers it generates."
     )
     return write_atlas(
         sections,
@@ -470,3 +475,107 @@ def run_demo(out_dir: str | Path = "atlas", seed: int = 0, *, epochs: int = 25, 
         meta=meta,
         intro=intro,
     )
+
+
+# --------------------------------------------------------------------------- structure
+
+def torus_over_circle(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` points of the torus (major radius 2, minor 1, area-uniform; :func:`shapelens.data.torus`)
+    zero-padded to R^4 as Courts & Kvinge pad their torus, and their base points: the projection
+    ``pi(x) = (x_1, x_2) / ||(x_1, x_2)||`` onto the core circle, whose fibers are the tube's circles."""
+    from ..data import torus
+
+    X = torus(n, seed=seed).X
+    y = X[:, :2] / np.linalg.norm(X[:, :2], axis=1, keepdims=True)
+    x = np.concatenate([X, np.zeros((n, 1))], axis=1)
+    return torch.from_numpy(x).float(), torch.from_numpy(y).float()
+
+
+def demo_bundle(seed: int = 0, *, n_train: int = 2000, n_test: int = 500, epochs: int = 100):
+    """A :class:`~shapelens.structure.bundle.BundleNetwork` (Courts & Kvinge, ICLR 2022) trained
+    for a few seconds on the torus over its core circle (:func:`torus_over_circle`), with held-out
+    points and their base points: ``(net, x_test, y_test)``. What ``shapelens structure --demo``
+    checks and the demo atlas's structure sections show."""
+    from ..structure.bundle import BundleNetwork
+
+    x, y = torus_over_circle(n_train, seed=seed)
+    x_test, y_test = torus_over_circle(n_test, seed=seed + 1)
+    # small and short for a demo (the validation's networks train 120 epochs of 25 neighbourhoods); the mse
+    # weight 30 (the paper's 10) buys an accurate projection in 100 short epochs
+    net = BundleNetwork(4, 2, 2, n_neighborhoods=10, hidden=64, n_blocks=3, weights={"mse": 30.0}, seed=seed)
+    with single_thread(True):
+        net.fit(x, y, epochs=epochs, points_per_nbhd=32, lr=5e-3, seed=seed, progress=False)
+    net.eval()
+    return net, x_test, y_test
+
+
+def _torus_fiber(angle: float, n: int, seed: int) -> np.ndarray:
+    """``n`` area-uniform points of the torus's tube circle over the base angle ``angle`` (the true
+    fiber of :func:`torus_over_circle`), zero-padded to R^4: the tube angle has density
+    proportional to ``2 + cos(theta)``, drawn by rejection as in :func:`shapelens.data.torus`."""
+    rng = np.random.default_rng(seed)
+    th = np.empty(0)
+    while th.size < n:
+        t = 2.0 * np.pi * rng.random(4 * n)
+        th = np.concatenate([th, t[rng.random(4 * n) * 3.0 < 2.0 + np.cos(t)]])
+    th = th[:n]
+    rho = 2.0 + np.cos(th)
+    return np.column_stack([rho * np.cos(angle), rho * np.sin(angle), np.sin(th), np.zeros(n)])
+
+
+def _structure_sections(seed: int, timings: dict) -> list[Section]:
+    """A model built from a diagram: a bundle network on the torus over a circle (Courts & Kvinge
+    2022), its diagram with the commutativity errors, and generated against true fibers."""
+    from ..structure.bundle import wasserstein1
+    from .structure import structure_sections
+
+    t0 = time.perf_counter()
+    net, x_test, y_test = demo_bundle(seed)
+    timings["bundle_train_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with single_thread(True):
+        sections = structure_sections(net, {net.labelled_space.name: (x_test, y_test)}, seed=seed,
+                                      section_id="structure-diagram")
+    angles = (0.0, 2.0 * np.pi / 3.0, 4.0 * np.pi / 3.0)
+    n_fib = 300
+    true = [_torus_fiber(a, n_fib, seed + 10 + i) for i, a in enumerate(angles)]
+    gen = net.sample_fiber(np.array([[np.cos(a), np.sin(a)] for a in angles]), n_fib, seed=seed).numpy()
+    w1 = [wasserstein1(g, t) for g, t in zip(gen, true)]
+    timings["structure_check_s"] = time.perf_counter() - t0
+
+    def plot_fibers(ax):
+        colors = ("tab:blue", "tab:orange", "tab:green")
+        for i, a in enumerate(angles):
+            u = np.array([np.cos(a), np.sin(a), 0.0, 0.0])
+            for pts, style in ((true[i], dict(s=4, color="0.6")), (gen[i], dict(s=6, color=colors[i], alpha=0.7))):
+                ax.scatter(pts @ u + 7.0 * i, pts[:, 2], **style)
+            ax.text(2.0 + 7.0 * i, 1.45, f"base angle {np.degrees(a):.0f} deg\nW1 {w1[i]:.3f}", ha="center",
+                    fontsize=8)
+        ax.set_aspect("equal")
+        ax.set_ylim(-1.6, 2.0)
+        ax.set_xticks([])
+        ax.set_xlabel("distance from the axis along the base direction (each fiber shifted right by 7)")
+        ax.set_ylabel("height z")
+        ax.set_title("Fibers of the torus over three base points: true (grey) and generated by the bundle network",
+                     fontsize=9)
+
+    sections.append(Section(
+        id="structure-fibers",
+        title="Structure: sampling the fiber over a base point",
+        text=(
+            "What the bundle network is for: given a base point (here an angle on the core circle of a torus), "
+            "it generates points of the whole fiber over it (the tube's circle) by sampling fiber coordinates in "
+            "the local trivialization and inverting it, instead of one answer per input. Shown: generated points "
+            "against true ones over three base points, with the Wasserstein-1 distance between them (exact optimal "
+            f"assignment of {n_fib} points each; 0 = the true fiber). validation/bundle_networks.py compares this "
+            "with a conditional baseline on the datasets of Courts & Kvinge."
+        ),
+        result=None,
+        summary="W1 between generated and true fibers: " + ", ".join(
+            f"{np.degrees(a):.0f} deg {w:.3f}" for a, w in zip(angles, w1)),
+        table=Table(columns=("base angle (deg)", "W1 generated vs true fiber"),
+                    rows=tuple((float(np.degrees(a)), w) for a, w in zip(angles, w1)), digits=3),
+        plot=plot_fibers,
+        figure_alt="True and generated fibers of the torus over three base points",
+    ))
+    return sections
