@@ -310,3 +310,23 @@ def fmt_seconds(s: float | None) -> str:
     if s >= 1:
         return f"{s:.2f}"
     return f"{s:.3f}"
+
+
+def report_header(title: str, command: str, label: str | None, info: dict, load_before, load_after, wall: float,
+                  load_note: str) -> list[str]:
+    """The opening lines every benchmark report shares: title (with the run's label), the command
+    that wrote it and its wall time, a warning for labelled (reduced or noisy) runs, the machine
+    table and the load average before and after, followed by ``load_note``."""
+
+    def load_s(la) -> str:
+        return " / ".join(f"{x:.2f}" for x in la)
+
+    lines = [f"# {title}{f' — {label}' if label else ''}", "",
+             f"Written by `{command}{(' --label ' + repr(label)) if label else ''}` in one run of {wall / 60:.1f} min.", ""]
+    if label:
+        lines += [f"> **{label}.** Reduced or noisy run; re-run with the defaults on a quiet machine.", ""]
+    lines += ["### Machine", "", machine_table(info), "",
+              f"Load average (1/5/15 min) before the run: {load_s(load_before)}; after: {load_s(load_after)}. "
+              + load_note, ""]
+    return lines
+

@@ -56,9 +56,9 @@ from _common import (  # noqa: E402
     fmt_bytes,
     fmt_seconds,
     machine_info,
-    machine_table,
     markdown_table,
     run_worker,
+    report_header,
 )
 
 SLICE_INDICES = (0, 1, 2)  # first three MNIST training images: labels 5, 0, 4
@@ -424,19 +424,11 @@ def make_figure(cfgs, results, path: Path) -> None:
 def report(args, cfgs, results, logs, info, load_before, load_after, wall) -> str:
     import numpy as np
 
-    def load_s(la):
-        return " / ".join(f"{x:.2f}" for x in la)
-
-    label = f" — {args.label}" if args.label else ""
-    lines = [f"# Exact linear regions of a 2D slice: partition vs dense grid{label}", "",
-             f"Written by `benchmarks/bench_regions.py{' --quick' if args.quick else ''}"
-             f"{(' --label ' + repr(args.label)) if args.label else ''}` in one run of {wall / 60:.1f} min.", ""]
-    if args.label:
-        lines += [f"> **{args.label}.** Reduced or noisy run; re-run with the defaults on a quiet machine.", ""]
-    lines += ["### Machine", "", machine_table(info), "",
-              f"Load average (1/5/15 min) before the run: {load_s(load_before)}; after: {load_s(load_after)}. "
-              "The machine has 2 cores shared with other jobs (a load above 2 means the benchmark got less than the "
-              "whole machine).", ""]
+    lines = report_header(
+        "Exact linear regions of a 2D slice: partition vs dense grid",
+        f"benchmarks/bench_regions.py{' --quick' if args.quick else ''}", args.label, info, load_before, load_after,
+        wall, "The machine has 2 cores shared with other jobs (a load above 2 means the benchmark got less than the "
+        "whole machine).")
     rows, grows = [], []
     for c in cfgs:
         r, lg = results.get(c["key"], {}), logs.get(c["key"], {})

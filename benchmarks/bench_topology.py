@@ -56,9 +56,9 @@ from _common import (  # noqa: E402
     fmt_bytes,
     fmt_seconds,
     machine_info,
-    machine_table,
     markdown_table,
     run_worker,
+    report_header,
 )
 
 TOOLS = {
@@ -319,20 +319,13 @@ def make_figure(results: dict, cfgs: list[dict], path: Path) -> None:
 def report(args, cfgs, results, info, load_before, load_after, wall, gudhi_notes) -> str:
     from shapelens.topology import estimate_cost
 
-    def load_s(la):
-        return " / ".join(f"{x:.2f}" for x in la)
-
-    label = f" — {args.label}" if args.label else ""
-    lines = [f"# Vietoris-Rips persistence: shapelens vs ripser.py vs GUDHI{label}", "",
-             f"Written by `benchmarks/bench_topology.py --repeats {args.repeats}{' --quick' if args.quick else ''}"
-             f"{(' --label ' + repr(args.label)) if args.label else ''}` in one run of {wall / 60:.1f} min.", ""]
-    if args.label:
-        lines += [f"> **{args.label}.** Reduced or noisy run; re-run with the defaults on a quiet machine.", ""]
-    lines += ["### Machine", "", machine_table(info), "",
-              f"Load average (1/5/15 min) before the run: {load_s(load_before)}; after: {load_s(load_after)}. "
-              "The machine has 2 cores and was shared with other jobs during the run (a load above 2 means the "
-              "benchmark got less than the whole machine); all tools of one configuration ran back to back under the "
-              "same load, so ratios are fairer than absolute times.", ""]
+    lines = report_header(
+        "Vietoris-Rips persistence: shapelens vs ripser.py vs GUDHI",
+        f"benchmarks/bench_topology.py --repeats {args.repeats}{' --quick' if args.quick else ''}", args.label, info,
+        load_before, load_after, wall,
+        "The machine has 2 cores and was shared with other jobs during the run (a load above 2 means the benchmark got "
+        "less than the whole machine); all tools of one configuration ran back to back under the same load, so ratios "
+        "are fairer than absolute times.")
     # main table
     rows = []
     for c in cfgs:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from shapelens.io import SUPPORTED_EXTENSIONS, LoadError, load_points
+from shapelens.io import SUPPORTED_EXTENSIONS, LoadError, load_arrays, load_points
 
 
 @pytest.fixture
@@ -227,3 +227,22 @@ def test_corrupt_npy(tmp_path):
     path.write_bytes(b"garbage")
     with pytest.raises(LoadError, match="not a .npy file.*np.save"):
         load_points(path)
+
+
+def test_load_arrays_reads_every_named_array_and_single_arrays_under_the_empty_name(tmp_path):
+    from safetensors.torch import save_file
+
+    a, b = np.arange(6, dtype=np.float32).reshape(3, 2), np.ones((3, 1), dtype=np.float64)
+    np.savez(tmp_path / "d.npz", X=a, Y=b)
+    torch.save({"X": torch.from_numpy(a), "note": "text", "Y": torch.from_numpy(b)}, tmp_path / "d.pt")
+    save_file({"X": torch.from_numpy(a), "Y": torch.from_numpy(b)}, str(tmp_path / "d.safetensors"))
+    np.save(tmp_path / "d.npy", a)
+    for name in ("d.npz", "d.pt", "d.safetensors"):
+        got = load_arrays(tmp_path / name)
+        assert sorted(got) == ["X", "Y"], name
+        assert np.array_equal(got["X"], a) and np.array_equal(got["Y"], b)
+    single = load_arrays(tmp_path / "d.npy")
+    assert list(single) == [""] and np.array_equal(single[""], a)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(LoadError, match="not a readable .npz"):
+        load_arrays(tmp_path / "bad.npz")

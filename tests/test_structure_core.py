@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from shapelens._checks import single_thread
 from shapelens.structure.morphisms import (
     Compose,
     Morphism,
@@ -34,17 +33,7 @@ from shapelens.structure.objects import (
 from shapelens.symmetry.groups import SO3, cyclic, symmetric
 from shapelens.symmetry.reps import sign, standard, trivial
 
-D64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread(True):
-        yield
-
-
-def _x(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=D64)
+from structure_common import D64, _one_thread, _x  # noqa: F401 - _one_thread is an autouse fixture
 
 
 def _linear(i, o, seed=0, bias=True):

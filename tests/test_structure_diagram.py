@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from shapelens._checks import ShapelensWarning, single_thread
+from shapelens._checks import ShapelensWarning
 from shapelens.structure.diagram import Diagram, DiagramCheck, Equation, EquationCheck, Path
 from shapelens.structure.morphisms import Morphism, action, identity
 from shapelens.structure.objects import CycleError, Space, StructureError, TypeMismatchError
@@ -24,17 +24,7 @@ from shapelens.symmetry.layers import EquivariantLinear
 from shapelens.symmetry.measure import equivariance_error
 from shapelens.symmetry.reps import standard, trivial
 
-D64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread(True):
-        yield
-
-
-def _x(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=D64)
+from structure_common import D64, _one_thread, _x  # noqa: F401 - _one_thread is an autouse fixture
 
 
 def _mlp(i, o, hidden=16, seed=0):

@@ -111,6 +111,16 @@ def _echo_model_json(label: str, seed: int, elapsed: float, res: Any) -> None:
     typer.echo(json.dumps(jsonable(doc), indent=2))
 
 
+#: the options every model-taking subcommand shares (typer reads them as metadata, so one object serves all)
+_MODEL_OPTION = typer.Option(
+    None, "--model", help="'package.module:factory' or 'file.py:factory' building your nn.Module.", show_default=False
+)
+_WEIGHTS_OPTION = typer.Option(
+    None, "--weights", help="Its weights: .safetensors, or .pt/.pth state dict (read without executing code).",
+    show_default=False,
+)
+
+
 def _load_model_and_arrays(model: str, weights: Optional[Path], data: Optional[Path], *keys: Optional[str]):
     """The user's model (built by its factory, weights read without executing code) and arrays of --data."""
     import torch
@@ -315,13 +325,8 @@ _LOSSES = ("cross-entropy", "mse")
 @app.command()
 def curvature(
     demo: bool = typer.Option(False, "--demo", help="Train the demo MLP on scikit-learn's digits (seconds) and measure it."),
-    model: Optional[str] = typer.Option(
-        None, "--model", help="'package.module:factory' or 'file.py:factory' building your nn.Module.", show_default=False
-    ),
-    weights: Optional[Path] = typer.Option(
-        None, "--weights", help="Its weights: .safetensors, or .pt/.pth state dict (read without executing code).",
-        show_default=False,
-    ),
+    model: Optional[str] = _MODEL_OPTION,
+    weights: Optional[Path] = _WEIGHTS_OPTION,
     data: Optional[Path] = typer.Option(
         None, "--data", help="Inputs and targets: .npz/.pt/.safetensors holding both (see --x-key/--y-key).",
         show_default=False,
@@ -493,13 +498,8 @@ def topology(
 @app.command()
 def symmetry(
     demo: bool = typer.Option(False, "--demo", help="Survey the demo MLP trained on scikit-learn's digits (seconds)."),
-    model: Optional[str] = typer.Option(
-        None, "--model", help="'package.module:factory' or 'file.py:factory' building your nn.Module.", show_default=False
-    ),
-    weights: Optional[Path] = typer.Option(
-        None, "--weights", help="Its weights: .safetensors, or .pt/.pth state dict (read without executing code).",
-        show_default=False,
-    ),
+    model: Optional[str] = _MODEL_OPTION,
+    weights: Optional[Path] = _WEIGHTS_OPTION,
     data: Optional[Path] = typer.Option(
         None, "--data", help="Inputs: (N, C, H, W) images, (N, C*H*W) with --image-shape, or (N, n, d) sets.",
         show_default=False,
@@ -591,13 +591,8 @@ def symmetry(
 @app.command()
 def regions(
     demo: bool = typer.Option(False, "--demo", help="The demo MLP trained on scikit-learn's digits (seconds)."),
-    model: Optional[str] = typer.Option(
-        None, "--model", help="'package.module:factory' or 'file.py:factory' building your nn.Module.", show_default=False
-    ),
-    weights: Optional[Path] = typer.Option(
-        None, "--weights", help="Its weights: .safetensors, or .pt/.pth state dict (read without executing code).",
-        show_default=False,
-    ),
+    model: Optional[str] = _MODEL_OPTION,
+    weights: Optional[Path] = _WEIGHTS_OPTION,
     data: Optional[Path] = typer.Option(
         None, "--data", help="Inputs (and optionally labels, --y-key) the slice passes through.", show_default=False
     ),
@@ -700,47 +695,28 @@ def regions(
 # --------------------------------------------------------------------------- structure
 
 
-def _structure_data(diagram: Any, data: Path, allow_pickle: bool = False) -> dict:
-    """Arrays of --data keyed by the diagram's object names: an .npz (or .pt/.safetensors) array
-    named after an object is that object's data; a product object whose factors all have arrays
-    gets the tuple of them; a single unnamed array is the data of the first object."""
+def _structure_data(diagram: Any, data: Path) -> dict:
+    """Arrays of --data keyed by the diagram's object names: an array named after an object is that
+    object's data; a product object whose factors all have arrays gets the tuple of them; a file
+    holding one unnamed array gives the data of the first object."""
     import torch
 
-    from .io import LoadError, load_points
+    from .io import LoadError, load_arrays
 
-    names: list[str] = []
-    if data.suffix.lower() in (".npz", ".pt", ".pth", ".safetensors"):
-        try:
-            if data.suffix.lower() == ".npz":
-                with np.load(data, allow_pickle=False) as z:
-                    names = list(z.files)
-            elif data.suffix.lower() == ".safetensors":
-                from safetensors import safe_open
-
-                with safe_open(str(data), framework="pt") as f:
-                    names = list(f.keys())
-            else:
-                obj = torch.load(data, map_location="cpu", weights_only=True)
-                names = list(obj) if isinstance(obj, dict) else []
-        except (OSError, ValueError, RuntimeError) as exc:
-            _fail(f"cannot read {data} ({exc}).")
-    out: dict[str, Any] = {}
     try:
-        if not names:
-            first = next(iter(diagram.objects))
-            out[first] = torch.from_numpy(np.ascontiguousarray(load_points(data, allow_pickle=allow_pickle)))
-            return out
-        arrays = {k: torch.from_numpy(np.ascontiguousarray(load_points(data, key=k, allow_pickle=allow_pickle)))
-                  for k in names}
+        arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in load_arrays(data).items()}
     except (FileNotFoundError, LoadError) as exc:
         _fail(str(exc))
+    if list(arrays) == [""]:
+        return {next(iter(diagram.objects)): arrays[""]}
+    out: dict[str, Any] = {}
     for obj, space in diagram.objects.items():
         if obj in arrays:
             out[obj] = arrays[obj]
         elif getattr(space, "is_product", False) and all(f.name in arrays for f in space.factors):
             out[obj] = tuple(arrays[f.name] for f in space.factors)
     if not out:
-        _fail(f"none of the arrays in {data} ({', '.join(names)}) is named after an object of the diagram "
+        _fail(f"none of the arrays in {data} ({', '.join(arrays)}) is named after an object of the diagram "
               f"({', '.join(diagram.objects)}); name each array after the object whose data it holds.")
     return out
 
@@ -755,10 +731,7 @@ def structure(
         "(diagram.model(...), path.as_morphism(), or a module with a diagram() method such as BundleNetwork).",
         show_default=False,
     ),
-    weights: Optional[Path] = typer.Option(
-        None, "--weights", help="Its weights: .safetensors, or .pt/.pth state dict (read without executing code).",
-        show_default=False,
-    ),
+    weights: Optional[Path] = _WEIGHTS_OPTION,
     data: Optional[Path] = typer.Option(
         None, "--data", help="Data for the equations: arrays named after the diagram's objects (.npz, .pt, "
         ".safetensors), or one array for the first object.", show_default=False,

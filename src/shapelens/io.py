@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["load_points", "load_model", "LoadError", "SUPPORTED_EXTENSIONS"]
+__all__ = ["load_points", "load_arrays", "load_model", "LoadError", "SUPPORTED_EXTENSIONS"]
 
 #: File extensions :func:`load_points` reads, lower case, with the dot.
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".npy", ".npz", ".pt", ".pth", ".safetensors", ".csv", ".tsv", ".txt")
@@ -97,6 +97,37 @@ def load_points(path: str | os.PathLike, *, key: str | None = None, allow_pickle
     if arr.dtype.kind not in "biuf":
         raise LoadError(f"{p}: the array has dtype {arr.dtype}, which is not numeric; save a numeric (N, D) array.")
     return arr
+
+
+def load_arrays(path: str | os.PathLike, *, allow_pickle: bool = False) -> dict[str, np.ndarray]:
+    """Every array of a file by name, each read as :func:`load_points` reads it: the arrays of an
+    ``.npz``, the tensors of a ``.pt``/``.pth`` dict or of a ``.safetensors`` file. A file holding a
+    single array (``.npy``, text, a ``.pt`` tensor) gives ``{"": array}``. Nothing is unpickled
+    unless ``allow_pickle``; unreadable files raise :class:`LoadError` saying why."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    names: list[str] = []
+    if ext in _KEYED and p.is_file():
+        try:
+            if ext == ".npz":
+                with np.load(p, allow_pickle=allow_pickle) as z:
+                    names = list(z.files)
+            elif ext == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(p), framework="pt", device="cpu") as f:
+                    names = list(f.keys())
+            else:
+                import torch
+
+                obj = torch.load(p, map_location="cpu", weights_only=not allow_pickle)
+                if isinstance(obj, dict):
+                    names = [str(k) for k, v in obj.items() if isinstance(v, (torch.Tensor, np.ndarray))]
+        except Exception:  # noqa: BLE001 - load_points below says what is wrong with the file
+            names = []
+    if not names:
+        return {"": load_points(p, allow_pickle=allow_pickle)}
+    return {k: load_points(p, key=k, allow_pickle=allow_pickle) for k in names}
 
 
 def load_model(spec: str, weights: str | os.PathLike | None = None):

@@ -335,6 +335,16 @@ _FX_PL_FUNCS = {
 _FX_PL_METHODS = {"relu", "relu_", "clamp", "clamp_", "clip", "abs", "max", "min", "amax", "amin", "clamp_min", "clamp_max"}
 
 
+def _leaves(args: Any) -> list[Any]:
+    """The non-container leaves of an fx node's (nested) arguments: lists, tuples and dict values
+    are opened, everything else (nodes, constants) is a leaf."""
+    if isinstance(args, (list, tuple)):
+        return [leaf for a in args for leaf in _leaves(a)]
+    if isinstance(args, dict):
+        return [leaf for a in args.values() for leaf in _leaves(a)]
+    return [args]
+
+
 def _fx_check(model: nn.Module) -> tuple[list[tuple[int, str, str]], dict[str, int], str | None]:
     """Trace ``model`` with torch.fx and list the input-dependent function/method nodes that are
     not affine: (position in graph order, message, kind), the graph position of the first call
@@ -350,20 +360,7 @@ def _fx_check(model: nn.Module) -> tuple[list[tuple[int, str, str]], dict[str, i
     order: dict[str, int] = {}
 
     def deps(args: Any) -> list[Any]:
-        out: list[Any] = []
-
-        def visit(a: Any) -> None:
-            if isinstance(a, (list, tuple)):
-                for b in a:
-                    visit(b)
-            elif isinstance(a, dict):
-                for b in a.values():
-                    visit(b)
-            elif a in dep:
-                out.append(a)
-
-        visit(args)
-        return out
+        return [a for a in _leaves(args) if a in dep]
 
     for pos, node in enumerate(graph.nodes):
         if node.op == "placeholder":
@@ -552,21 +549,7 @@ def _fx_rewrite(net: nn.Module) -> tuple[nn.Module, list[str]]:
             continue
         if node.op in ("get_attr", "output"):
             continue
-        args = list(node.args) + list(node.kwargs.values())
-        flat: list[Any] = []
-
-        def visit(a: Any) -> None:
-            if isinstance(a, (list, tuple)):
-                for b in a:
-                    visit(b)
-            elif isinstance(a, dict):
-                for b in a.values():
-                    visit(b)
-            else:
-                flat.append(a)
-
-        visit(args)
-        if not any(a in dep for a in flat):
+        if not any(a in dep for a in _leaves((node.args, node.kwargs))):
             continue
         dep.add(node)
         if node.op in ("call_function", "call_method") and node.args and node.args[0] in dep:

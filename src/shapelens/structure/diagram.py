@@ -364,7 +364,7 @@ class _ProductRep:
 def _small_cpu(modules: nn.Module) -> bool:
     """True for models small enough that one CPU thread is fastest (under a million parameters,
     all on the CPU): torch's thread pool costs more than it gains on tiny matrices, and on a busy
-    machine it can be 10-100x slower (measured on 2 shared cores)."""
+    machine whose cores are taken it waits for them."""
     params = list(modules.parameters())
     return all(p.device.type == "cpu" for p in params) and sum(p.numel() for p in params) < 1_000_000
 

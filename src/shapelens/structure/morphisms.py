@@ -288,6 +288,18 @@ class Morphism(nn.Module):
         return self.signature
 
 
+def _flatten(parts: tuple, kind: type, what: str) -> list["Morphism"]:
+    """The parts of a composite or product, with nested ones of the same ``kind`` opened
+    (composition and the monoidal product are associative); anything but a Morphism is refused."""
+    flat: list[Morphism] = []
+    for i, p in enumerate(parts):
+        if not isinstance(p, Morphism):
+            raise TypeMismatchError(f"part {i} of {what} is a {type(p).__name__}, not a Morphism; wrap it first: "
+                                    "Morphism(module, dom, cod).")
+        flat.extend(p.parts if isinstance(p, kind) else (p,))
+    return flat
+
+
 class Compose(Morphism):
     """The composite ``f1 >> f2 >> ... >> fn`` (first ``f1``): composition in the category of
     spaces (Fong & Spivak 2019, ch. 3), an ``nn.Module`` whose parameters are its parts'.
@@ -301,12 +313,7 @@ class Compose(Morphism):
     """
 
     def __init__(self, *parts: Morphism, name: str | None = None, _invert: bool = True):
-        flat: list[Morphism] = []
-        for i, p in enumerate(parts):
-            if not isinstance(p, Morphism):
-                raise TypeMismatchError(f"part {i} of a composite is a {type(p).__name__}, not a Morphism; wrap it "
-                                        "first: Morphism(module, dom, cod).")
-            flat.extend(p.parts if isinstance(p, Compose) else (p,))
+        flat = _flatten(parts, Compose, "a composite")
         if not flat:
             raise StructureError("a composite needs at least one morphism.")
         for f, g in zip(flat, flat[1:]):
@@ -349,12 +356,7 @@ class Parallel(Morphism):
     """
 
     def __init__(self, *parts: Morphism, name: str | None = None, _invert: bool = True):
-        flat: list[Morphism] = []
-        for i, p in enumerate(parts):
-            if not isinstance(p, Morphism):
-                raise TypeMismatchError(f"part {i} of a parallel product is a {type(p).__name__}, not a Morphism; wrap "
-                                        "it first: Morphism(module, dom, cod).")
-            flat.extend(p.parts if isinstance(p, Parallel) else (p,))
+        flat = _flatten(parts, Parallel, "a parallel product")
         if len(flat) < 2:
             raise StructureError(f"a parallel product needs at least two morphisms, got {len(flat)}.")
         super().__init__(None, Product(*[p.dom for p in flat]), Product(*[p.cod for p in flat]),
